@@ -1,0 +1,3 @@
+from rke2_manager.cli import app
+
+app()

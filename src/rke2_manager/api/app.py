@@ -1,0 +1,95 @@
+"""The FastAPI application: routers, error handlers, health, metrics, and the embedded worker."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+
+from rke2_manager import __version__, migrate
+from rke2_manager.api import problems
+from rke2_manager.api.deps import CtxDep
+from rke2_manager.api.middleware import DefaultJSONBody
+from rke2_manager.clusters.router import router as clusters_router
+from rke2_manager.config import Settings, get_settings
+from rke2_manager.context import AppContext
+from rke2_manager.db import Database
+from rke2_manager.jobs.router import router as jobs_router
+from rke2_manager.operations.router import router as operations_router
+from rke2_manager.operations.service import Prober
+from rke2_manager.probe import make_prober
+from rke2_manager.vault import SecretBox
+from rke2_manager.worker import Worker
+
+log = logging.getLogger(__name__)
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    prober: Prober | None = None,
+    run_migrations: bool = True,
+    start_worker: bool | None = None,
+) -> FastAPI:
+    """Build the app. ``prober`` replaces G1's network probe (tests inject one)."""
+    settings = settings or get_settings()
+    db = Database(settings.database_url)
+    ctx = AppContext(
+        settings=settings, db=db, box=SecretBox.from_settings(settings),
+        prober=prober or make_prober(settings),
+    )
+    with_worker = settings.worker_enabled if start_worker is None else start_worker
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if run_migrations:
+            migrate.upgrade(db.engine)
+        worker = Worker(ctx) if with_worker else None
+        if worker is not None:
+            ctx.wakers.append(worker)
+            worker.start()
+            app.state.worker = worker
+        try:
+            yield
+        finally:
+            if worker is not None:
+                worker.stop()
+                ctx.wakers.remove(worker)
+            db.dispose()
+
+    app = FastAPI(
+        title="rke2-manager", version=__version__, lifespan=lifespan,
+        description="Install and scale RKE2 clusters over SSH, one safe operation at a time.",
+    )
+    app.state.ctx = ctx
+    app.add_middleware(DefaultJSONBody)
+    problems.install(app)
+    app.include_router(clusters_router)
+    app.include_router(operations_router)
+    app.include_router(jobs_router)
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"])
+    def readyz(ctx: CtxDep) -> Response:
+        """Readiness: the database answers."""
+        try:
+            with ctx.db.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception as exc:
+            log.warning("not ready: %s", exc)
+            return Response('{"status":"unavailable"}', 503, media_type="application/json")
+        return Response('{"status":"ok"}', media_type="application/json")
+
+    @app.get("/metrics", tags=["health"])
+    def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app

@@ -1,0 +1,68 @@
+"""Exception handlers: every error leaves as ``application/problem+json`` with a ``detail``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import IntegrityError
+from starlette.exceptions import HTTPException
+
+from rke2_manager.errors import DomainError
+
+log = logging.getLogger(__name__)
+PROBLEM = "application/problem+json"
+
+
+def _problem(status: int, title: str, detail: str, **extras: Any) -> JSONResponse:
+    body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extras}
+    return JSONResponse(body, status_code=status, media_type=PROBLEM)
+
+
+def _where(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body",)]
+    return ".".join(parts) or "body"
+
+
+def _validation_message(error: dict[str, Any]) -> str:
+    kind, msg = error.get("type", ""), str(error.get("msg", "invalid"))
+    if kind == "json_invalid":
+        return "request body is not valid JSON"
+    if kind == "missing" and tuple(error.get("loc", ())) == ("body",):
+        return "request body is required"
+    msg = msg.removeprefix("Value error, ")
+    return f"{_where(tuple(error.get('loc', ())))}: {msg}"
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers on ``app``."""
+
+    @app.exception_handler(DomainError)
+    async def _domain(_: Request, exc: DomainError) -> JSONResponse:
+        return JSONResponse(exc.problem(), status_code=exc.status_code, media_type=PROBLEM)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"loc": [str(p) for p in e.get("loc", ())], "msg": _validation_message(e)}
+            for e in exc.errors()
+        ]
+        detail = "; ".join(e["msg"] for e in errors[:5]) or "invalid request"
+        return _problem(422, "Unprocessable Content", detail, errors=errors)
+
+    @app.exception_handler(HTTPException)
+    async def _http(_: Request, exc: HTTPException) -> JSONResponse:
+        return _problem(exc.status_code, str(exc.detail), str(exc.detail))
+
+    @app.exception_handler(IntegrityError)
+    async def _integrity(_: Request, exc: IntegrityError) -> JSONResponse:
+        log.info("integrity conflict: %s", exc.orig)
+        return _problem(409, "Conflict", "The change conflicts with the current state; retry.")
+
+    @app.exception_handler(Exception)
+    async def _crash(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        return _problem(500, "Internal Server Error", "Internal error; see the server log.")

@@ -1,0 +1,84 @@
+"""The ``rke2-manager`` command: serve, worker, migrate."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from rke2_manager.config import get_settings
+
+app = typer.Typer(help="Install and scale RKE2 clusters over SSH, one safe operation at a time.")
+console = Console(stderr=True)
+
+
+def _logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="address to listen on")] = None,
+    port: Annotated[int | None, typer.Option(help="port to listen on")] = None,
+    worker: Annotated[bool, typer.Option(help="run the job worker in this process")] = True,
+) -> None:
+    """Run the API and (by default) the job worker; migrates the database first."""
+    import uvicorn
+
+    from rke2_manager.api.app import create_app
+
+    _logging()
+    settings = get_settings()
+    listen_host = host or settings.host
+    listen_port = port or settings.port
+    console.print(f"rke2-manager: database {settings.database_url.split('@')[-1]}")
+    console.print(
+        "rke2-manager: no API tokens are configured; bind to loopback only "
+        f"(listening on {listen_host}:{listen_port})"
+    )
+    uvicorn.run(create_app(settings, start_worker=worker), host=listen_host, port=listen_port)
+
+
+@app.command("worker")
+def run_worker() -> None:
+    """Run a job worker alone (for deployments with separate API and worker processes)."""
+    from rke2_manager import migrate
+    from rke2_manager.context import AppContext
+    from rke2_manager.db import Database
+    from rke2_manager.probe import make_prober
+    from rke2_manager.vault import SecretBox
+    from rke2_manager.worker import Worker
+
+    _logging()
+    settings = get_settings()
+    db = Database(settings.database_url)
+    migrate.upgrade(db.engine)
+    ctx = AppContext(settings, db, SecretBox.from_settings(settings), make_prober(settings))
+    w = Worker(ctx)
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    w.start()
+    console.print(f"rke2-manager worker {w.id} started")
+    done.wait()
+    w.stop()
+
+
+@app.command()
+def migrate() -> None:
+    """Upgrade the database schema to the latest revision."""
+    from rke2_manager import migrate as migrations
+    from rke2_manager.db import make_engine
+
+    engine = make_engine(get_settings().database_url)
+    migrations.upgrade(engine)
+    engine.dispose()
+    console.print("database schema is up to date")
+
+
+if __name__ == "__main__":
+    app()

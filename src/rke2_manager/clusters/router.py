@@ -1,0 +1,75 @@
+"""Cluster and node endpoints [routers/clusters.py]."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+
+from rke2_manager.api.deps import ActorDep, ClusterId, CtxDep, ReadSessionDep, WriteSessionDep
+from rke2_manager.clusters import service
+from rke2_manager.clusters.schemas import (
+    ClusterCreate,
+    ClusterOut,
+    ClusterUpdate,
+    LockOut,
+    NodeOut,
+)
+from rke2_manager.errors import NotFound
+
+router = APIRouter(prefix="/api/clusters", tags=["clusters"])
+
+
+@router.post("", status_code=201, response_model=ClusterOut)
+def create_cluster(
+    body: ClusterCreate, session: WriteSessionDep, ctx: CtxDep, actor: ActorDep
+) -> ClusterOut:
+    """Create a cluster with its first nodes (PENDING); the first server is the initial master."""
+    cluster = service.create_cluster(session, ctx.box, body, actor)
+    return service.cluster_out(cluster)
+
+
+@router.get("", response_model=list[ClusterOut])
+def list_clusters(session: ReadSessionDep) -> list[ClusterOut]:
+    return [service.cluster_out(c) for c in service.list_clusters(session)]
+
+
+@router.get("/{cluster_id}", response_model=ClusterOut)
+def get_cluster(cluster_id: ClusterId, session: ReadSessionDep) -> ClusterOut:
+    """The cluster with its nodes and its lock."""
+    return service.cluster_out(service.get_cluster(session, cluster_id))
+
+
+@router.patch("/{cluster_id}", response_model=ClusterOut)
+def update_cluster(
+    cluster_id: ClusterId, body: ClusterUpdate, session: WriteSessionDep, ctx: CtxDep,
+    actor: ActorDep,
+) -> ClusterOut:
+    """Edit an idle cluster's settings; 409 while an operation holds its lock."""
+    cluster = service.update_cluster(session, ctx.box, cluster_id, body, actor)
+    return service.cluster_out(cluster)
+
+
+@router.delete("/{cluster_id}", status_code=204)
+def delete_cluster(cluster_id: ClusterId, session: WriteSessionDep, actor: ActorDep) -> Response:
+    """Forget an idle cluster (its machines are left untouched); 409 while it is locked."""
+    service.delete_cluster(session, cluster_id, actor)
+    return Response(status_code=204)
+
+
+@router.get("/{cluster_id}/nodes", response_model=list[NodeOut])
+def list_nodes(cluster_id: ClusterId, session: ReadSessionDep) -> list[NodeOut]:
+    return [service.node_out(n) for n in service.get_cluster(session, cluster_id).nodes]
+
+
+@router.get("/{cluster_id}/lock", response_model=LockOut)
+def get_lock(cluster_id: ClusterId, session: ReadSessionDep) -> LockOut:
+    """Who holds the cluster's operation lock, since when, until when."""
+    return service.lock_out(service.get_cluster(session, cluster_id))
+
+
+@router.get("/{cluster_id}/kubeconfig", response_class=Response)
+def get_kubeconfig(cluster_id: ClusterId, session: ReadSessionDep, ctx: CtxDep) -> Response:
+    """The admin kubeconfig, once the install has fetched it; 404 before."""
+    cluster = service.get_cluster(session, cluster_id)
+    if cluster.kubeconfig_enc is None:
+        raise NotFound(f"Cluster {cluster_id} has no kubeconfig yet; run the install first")
+    return Response(ctx.box.decrypt(cluster.kubeconfig_enc), media_type="application/yaml")

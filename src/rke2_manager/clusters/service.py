@@ -1,0 +1,183 @@
+"""Clusters and their nodes: create, read, edit, delete. Services flush; the caller commits."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
+
+from rke2_manager import audit
+from rke2_manager.cluster_lock import ensure_idle, lock_cluster_row
+from rke2_manager.clusters.schemas import (
+    ClusterCreate,
+    ClusterOut,
+    ClusterUpdate,
+    LockOut,
+    NodeOut,
+    RKE2Out,
+    SSHOut,
+)
+from rke2_manager.errors import Conflict, InvalidRequest, NotFound
+from rke2_manager.guardrails import ClusterView, NewNode, NodeView, check_identity
+from rke2_manager.models import Cluster, Node, NodeRole
+from rke2_manager.vault import SecretBox, new_cluster_token, new_ssh_keypair, public_key_of
+
+
+def get_cluster(session: Session, cluster_id: int) -> Cluster:
+    """The cluster with its nodes; NotFound if absent."""
+    cluster = session.scalars(
+        select(Cluster).where(Cluster.id == cluster_id).options(selectinload(Cluster.nodes))
+    ).one_or_none()
+    if cluster is None:
+        raise NotFound(f"Cluster {cluster_id} not found")
+    return cluster
+
+
+def list_clusters(session: Session) -> Sequence[Cluster]:
+    return session.scalars(
+        select(Cluster).options(selectinload(Cluster.nodes)).order_by(Cluster.id)
+    ).all()
+
+
+def snapshot(cluster: Cluster) -> ClusterView:
+    """The guardrails' view of a cluster (loaded with its nodes)."""
+    return ClusterView(
+        nodes=tuple(
+            NodeView(
+                id=n.id, hostname=n.hostname, ip=n.ip, role=n.role, status=n.status,
+                is_initial_master=n.is_initial_master,
+            )
+            for n in cluster.nodes
+        ),
+        registration_address=cluster.registration_address,
+    )
+
+
+def _ensure_name_free(session: Session, name: str, but: int | None = None) -> None:
+    existing = session.scalar(select(Cluster.id).where(Cluster.name == name))
+    if existing is not None and existing != but:
+        raise Conflict(f"Cluster named '{name}' already exists", cluster_id=existing)
+
+
+def _public_key(private: str) -> str:
+    try:
+        return public_key_of(private)
+    except ValueError:
+        raise InvalidRequest(
+            "ssh.private_key is not an unencrypted OpenSSH or PEM private key"
+        ) from None
+
+
+def create_cluster(session: Session, box: SecretBox, body: ClusterCreate, actor: str) -> Cluster:
+    """Create a cluster and its first nodes (PENDING); the first server is the initial master.
+
+    Raises Conflict if the name is taken, GuardrailViolation (G4) on duplicate nodes.
+    """
+    _ensure_name_free(session, body.name)
+    new = [NewNode(n.hostname, n.ip, n.role) for n in body.nodes]
+    check_identity(ClusterView(nodes=()), new)
+    if body.ssh.private_key is not None:
+        private = body.ssh.private_key.get_secret_value()
+        public = _public_key(private)
+    else:
+        private, public = new_ssh_keypair(f"rke2-manager@{body.name}")
+    cluster = Cluster(
+        name=body.name,
+        rke2_version=body.rke2.version,
+        rke2_channel=body.rke2.channel,
+        rke2_artifact_dir=body.rke2.artifact_dir,
+        rke2_config=body.rke2.config,
+        ssh_user=body.ssh.user,
+        ssh_port=body.ssh.port,
+        ssh_private_key_enc=box.encrypt(private),
+        ssh_public_key=public,
+        token_enc=box.encrypt(new_cluster_token()),
+        registration_address=body.registration_address,
+    )
+    first_server = next(n for n in body.nodes if n.role == NodeRole.SERVER)
+    cluster.nodes = [
+        Node(hostname=n.hostname, ip=n.ip, role=n.role, is_initial_master=n is first_server)
+        for n in body.nodes
+    ]
+    session.add(cluster)
+    session.flush()
+    audit.record(session, actor, "cluster.create", cluster.id, name=cluster.name,
+                 nodes=[n.hostname for n in cluster.nodes])
+    return cluster
+
+
+def update_cluster(
+    session: Session, box: SecretBox, cluster_id: int, body: ClusterUpdate, actor: str
+) -> Cluster:
+    """Edit settings of an idle cluster; ClusterBusy (409) while a job holds its lock."""
+    cluster = lock_cluster_row(session, cluster_id)
+    ensure_idle(cluster)
+    changed = sorted(body.model_fields_set)
+    if body.name is not None and body.name != cluster.name:
+        _ensure_name_free(session, body.name, but=cluster.id)
+        cluster.name = body.name
+    if "registration_address" in body.model_fields_set:
+        cluster.registration_address = body.registration_address
+    if body.rke2 is not None:
+        cluster.rke2_version = body.rke2.version
+        cluster.rke2_channel = body.rke2.channel
+        cluster.rke2_artifact_dir = body.rke2.artifact_dir
+        cluster.rke2_config = body.rke2.config
+    if body.ssh is not None:
+        cluster.ssh_user = body.ssh.user
+        cluster.ssh_port = body.ssh.port
+        if body.ssh.private_key is not None:
+            private = body.ssh.private_key.get_secret_value()
+            cluster.ssh_public_key = _public_key(private)
+            cluster.ssh_private_key_enc = box.encrypt(private)
+    session.flush()
+    audit.record(session, actor, "cluster.update", cluster.id, fields=changed)
+    return cluster
+
+
+def delete_cluster(session: Session, cluster_id: int, actor: str) -> None:
+    """Delete an idle cluster with its nodes and job history; ClusterBusy (409) while locked.
+
+    The machines are left as they are: deleting the record does not uninstall RKE2.
+    """
+    cluster = lock_cluster_row(session, cluster_id, with_nodes=False)
+    ensure_idle(cluster)
+    audit.record(session, actor, "cluster.delete", cluster.id, name=cluster.name)
+    session.delete(cluster)
+    session.flush()
+
+
+def lock_out(cluster: Cluster) -> LockOut:
+    return LockOut(
+        operation_status=cluster.operation_status,
+        current_job_id=cluster.current_job_id,
+        operation_started_at=cluster.operation_started_at,
+        operation_locked_by=cluster.operation_locked_by,
+        lock_expires_at=cluster.lock_expires_at,
+        fencing_token=cluster.lock_token,
+    )
+
+
+def node_out(node: Node) -> NodeOut:
+    return NodeOut.model_validate(node, from_attributes=True)
+
+
+def cluster_out(cluster: Cluster) -> ClusterOut:
+    return ClusterOut(
+        **lock_out(cluster).model_dump(),
+        id=cluster.id,
+        name=cluster.name,
+        stage=cluster.stage,
+        rke2=RKE2Out(
+            version=cluster.rke2_version, channel=cluster.rke2_channel,
+            artifact_dir=cluster.rke2_artifact_dir, config=cluster.rke2_config,
+        ),
+        ssh=SSHOut(user=cluster.ssh_user, port=cluster.ssh_port,
+                   public_key=cluster.ssh_public_key),
+        registration_address=cluster.registration_address,
+        kubeconfig_available=cluster.kubeconfig_enc is not None,
+        nodes=[node_out(n) for n in cluster.nodes],
+        created_at=cluster.created_at,
+        updated_at=cluster.updated_at,
+    )

@@ -1,0 +1,85 @@
+"""Settings, read from the environment with the prefix ``RKE2M_`` (and an optional ``.env``)."""
+
+from __future__ import annotations
+
+import ipaddress
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+class Settings(BaseSettings):
+    """Every knob of the service; see the README's configuration table."""
+
+    model_config = SettingsConfigDict(env_prefix="RKE2M_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Path("./data")
+    database_url: str = ""
+    secret_key: str = ""
+    """Key material for encrypting secrets at rest; generated into the data dir when empty."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    probe_policy: Literal["off", "warn", "enforce"] = "warn"
+    probe_timeout: float = Field(2.0, gt=0, le=30)
+    supervisor_port: int = 9345
+
+    allowed_networks: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """If set, jobs and probes only connect to addresses inside these CIDRs."""
+
+    playbook_dir: Path = PACKAGE_DIR / "playbooks"
+    worker_enabled: bool = True
+    worker_concurrency: int = Field(4, ge=1, le=64)
+    worker_poll_interval: float = Field(1.0, gt=0)
+    lock_ttl: float = Field(300.0, gt=0)
+    """Seconds a job's lock lease lasts without renewal."""
+
+    max_nodes_per_request: int = Field(100, ge=1)
+
+    @field_validator("allowed_networks", mode="before")
+    @classmethod
+    def _split_networks(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("allowed_networks")
+    @classmethod
+    def _check_networks(cls, value: list[str]) -> list[str]:
+        for cidr in value:
+            ipaddress.ip_network(cidr, strict=False)
+        return value
+
+    @model_validator(mode="after")
+    def _default_database(self) -> Settings:
+        if not self.database_url:
+            self.database_url = f"sqlite:///{(self.data_dir / 'rke2-manager.db').resolve()}"
+        try:
+            url = make_url(self.database_url)
+        except ArgumentError as exc:
+            raise ValueError(f"RKE2M_DATABASE_URL is not a database URL: {exc}") from exc
+        if url.get_backend_name() not in ("sqlite", "postgresql"):
+            raise ValueError("RKE2M_DATABASE_URL must be a sqlite:// or postgresql:// URL")
+        if url.get_backend_name() == "postgresql" and url.drivername == "postgresql":
+            self.database_url = url.set(drivername="postgresql+psycopg").render_as_string(
+                hide_password=False
+            )
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

@@ -1,0 +1,29 @@
+"""What a running service holds: settings, database, secret box, probe and job worker."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from rke2_manager.config import Settings
+from rke2_manager.db import Database
+from rke2_manager.operations.service import Prober
+from rke2_manager.vault import SecretBox
+
+
+class Waker(Protocol):
+    def wake(self) -> None: ...
+
+
+@dataclass
+class AppContext:
+    settings: Settings
+    db: Database
+    box: SecretBox
+    prober: Prober
+    wakers: list[Waker] = field(default_factory=list)
+
+    def wake_workers(self) -> None:
+        """Tell in-process workers that a job may be ready (others poll or are notified)."""
+        for waker in self.wakers:
+            waker.wake()

@@ -1,0 +1,1 @@
+"""Running playbooks: the ansible-runner adapter and the translation of its events."""

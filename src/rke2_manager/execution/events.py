@@ -1,0 +1,65 @@
+"""Translate ansible-runner events into per-host facts (pure functions, no I/O).
+
+Playbooks mark a node's milestone with a task whose name starts with a marker, e.g.
+``name: "[rke2m] node ready"``; its ``ok`` event sets the node ACTIVE before the play ends.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+READY_MARKER = "[rke2m] node ready"
+REMOVED_MARKER = "[rke2m] node removed"
+
+Kind = Literal["touched", "failed", "unreachable", "ready", "removed"]
+
+
+@dataclass(frozen=True)
+class HostEvent:
+    host: str
+    kind: Kind
+    reason: str | None = None
+
+
+def _message(result: dict[str, Any]) -> str:
+    for key in ("msg", "stderr", "reason"):
+        value = result.get(key)
+        if isinstance(value, str) and value.strip():
+            return value.strip().splitlines()[-1][:500]
+    if result.get("rc") not in (None, 0):
+        return f"exit code {result['rc']}"
+    return "failed"
+
+
+def interpret(event: dict[str, Any]) -> HostEvent | None:
+    """The host fact carried by one ansible-runner event, or None."""
+    kind = event.get("event")
+    data = event.get("event_data") or {}
+    host = data.get("host")
+    if not host:
+        return None
+    task = str(data.get("task") or "").strip()
+    if kind == "runner_on_start":
+        return HostEvent(host, "touched")
+    if kind == "runner_on_ok":
+        if task.startswith(READY_MARKER):
+            return HostEvent(host, "ready")
+        if task.startswith(REMOVED_MARKER):
+            return HostEvent(host, "removed")
+        return HostEvent(host, "touched")
+    if kind == "runner_on_failed" and not data.get("ignore_errors"):
+        result = data.get("res") or {}
+        return HostEvent(host, "failed", f"task '{task}' failed: {_message(result)}")
+    if kind == "runner_on_unreachable":
+        result = data.get("res") or {}
+        return HostEvent(host, "unreachable", f"unreachable: {_message(result)}")
+    return None
+
+
+def redact(text: str, secrets: list[str]) -> str:
+    """Replace every secret value in ``text`` (tokens, keys) with ``********``."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "********")
+    return text

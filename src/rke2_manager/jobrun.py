@@ -1,0 +1,306 @@
+"""One job's life in a worker: prepare, run the playbook, record the outcome, free the lock.
+
+Every database write made for a job first checks that the job still holds the cluster lock with
+its fencing token (:class:`Fence`); a job that lost its lock writes nothing more and stops its
+run. The lock is released (or handed to the G3 successor) in ``finally``, whatever happened.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from rke2_manager.cluster_lock import hand_over_cluster_lock, holds_lock, release_cluster_lock
+from rke2_manager.context import AppContext
+from rke2_manager.errors import LockLost
+from rke2_manager.execution.ansible_service import HostSpec, RunSpec, run_playbook
+from rke2_manager.execution.events import HostEvent
+from rke2_manager.models import (
+    Cluster,
+    ClusterStage,
+    Job,
+    JobLogLine,
+    JobStatus,
+    Node,
+    NodeStatus,
+    Operation,
+    utcnow,
+)
+from rke2_manager.netpolicy import AddressNotAllowed
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Claim:
+    job_id: int
+    cluster_id: int
+    token: int
+
+
+class Fence:
+    """Write transactions that only happen while the job still holds its lock."""
+
+    def __init__(self, ctx: AppContext, claim: Claim) -> None:
+        self.ctx, self.claim = ctx, claim
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self.ctx.db.transaction() as session:
+            c = self.claim
+            if not holds_lock(session, c.cluster_id, c.job_id, c.token):
+                raise LockLost(f"job {c.job_id} no longer holds the lock of cluster {c.cluster_id}")
+            yield session
+
+
+class LogWriter:
+    """Buffers output lines and stores them in batches (fenced)."""
+
+    def __init__(self, fence: Fence) -> None:
+        self.fence, self.seq, self.buffer = fence, 0, list[str]()
+        self.last_flush = time.monotonic()
+
+    def write(self, lines: list[str]) -> None:
+        self.buffer.extend(lines)
+        if len(self.buffer) >= 50 or time.monotonic() - self.last_flush > 0.5:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.buffer:
+            return
+        lines, self.buffer = self.buffer, []
+        with self.fence.session() as session:
+            for text in lines:
+                self.seq += 1
+                session.add(JobLogLine(job_id=self.fence.claim.job_id, seq=self.seq, text=text))
+        self.last_flush = time.monotonic()
+
+
+@dataclass
+class Progress:
+    """What is known of each target host while the run goes on."""
+
+    operation: Operation
+    before: dict[str, str]
+    touched: set[str] = field(default_factory=set)
+    done: set[str] = field(default_factory=set)
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+def _nodes(session: Session, cluster_id: int, names: set[str]) -> list[Node]:
+    return list(session.scalars(
+        select(Node).where(Node.cluster_id == cluster_id, Node.hostname.in_(names))
+    ))
+
+
+def prepare(ctx: AppContext, fence: Fence) -> tuple[RunSpec, Progress]:
+    """Mark the targets INSTALLING or REMOVING and build the run; fenced."""
+    with fence.session() as session:
+        job = session.get(Job, fence.claim.job_id)
+        cluster = session.get(Cluster, fence.claim.cluster_id)
+        assert job is not None and cluster is not None
+        operation = Operation(job.operation)
+        all_nodes = list(session.scalars(select(Node).where(Node.cluster_id == cluster.id)))
+        names = {t["hostname"] for t in job.targets}
+        progress = Progress(operation, {n.hostname: n.status for n in all_nodes
+                                        if n.hostname in names})
+        mark = NodeStatus.REMOVING if operation.removes else NodeStatus.INSTALLING
+        for node in all_nodes:
+            if node.hostname in names:
+                node.status, node.status_reason = mark, None
+        if operation == Operation.INSTALL:
+            cluster.stage = ClusterStage.INSTALLING
+        job.started_at = utcnow()
+        master = next((n for n in all_nodes if n.is_initial_master), None)
+        registration = cluster.registration_address or (master.ip if master else None)
+        spec = RunSpec(
+            playbook=ctx.settings.playbook_dir / f"{operation.value}.yml",
+            hosts=[HostSpec(n.hostname, n.ip, n.role, n.hostname in names, n.is_initial_master)
+                   for n in all_nodes],
+            ssh_user=cluster.ssh_user,
+            ssh_port=cluster.ssh_port,
+            ssh_key=ctx.box.decrypt(cluster.ssh_private_key_enc),
+            extravars={
+                "rke2m_cluster": cluster.name,
+                "rke2m_operation": operation.value,
+                "rke2_version": cluster.rke2_version or "",
+                "rke2_channel": cluster.rke2_channel,
+                "rke2_artifact_dir": cluster.rke2_artifact_dir or "",
+                "rke2_config": cluster.rke2_config,
+                "rke2_registration_address": registration or "",
+                "rke2_supervisor_port": ctx.settings.supervisor_port,
+            },
+            secret_env={"RKE2M_CLUSTER_TOKEN": ctx.box.decrypt(cluster.token_enc)},
+            allowed_networks=ctx.settings.allowed_networks,
+        )
+    return spec, progress
+
+
+def on_host(fence: Fence, progress: Progress, fact: HostEvent) -> None:
+    """Follow a host fact: failures and milestones are written at once (fenced)."""
+    if fact.host not in progress.before:
+        return
+    progress.touched.add(fact.host)
+    if fact.kind in ("failed", "unreachable") and fact.host not in progress.failed:
+        progress.failed[fact.host] = fact.reason or fact.kind
+        status, reason = NodeStatus.FAILED, fact.reason
+    elif fact.kind in ("ready", "removed") and fact.host not in progress.done:
+        progress.done.add(fact.host)
+        status, reason = NodeStatus.ACTIVE, None
+    else:
+        return
+    with fence.session() as session:
+        for node in _nodes(session, fence.claim.cluster_id, {fact.host}):
+            if fact.kind == "removed":
+                session.delete(node)
+            else:
+                node.status, node.status_reason = status, reason
+
+
+def settle_nodes(session: Session, claim: Claim, progress: Progress, succeeded: bool) -> None:
+    """Give every target its final status once the run has ended."""
+    removes = progress.operation.removes
+    for node in _nodes(session, claim.cluster_id, set(progress.before)):
+        name = node.hostname
+        if name in progress.failed:
+            continue
+        if succeeded or name in progress.done:
+            if removes:
+                session.delete(node)
+            else:
+                node.status, node.status_reason = NodeStatus.ACTIVE, None
+        elif name in progress.touched:
+            verb = "removal" if removes else "install"
+            node.status = NodeStatus.FAILED
+            node.status_reason = f"{verb} did not complete: job {claim.job_id} failed"
+        else:
+            node.status = progress.before[name]
+            node.status_reason = f"not attempted: job {claim.job_id} failed"
+
+
+def finish(
+    ctx: AppContext, claim: Claim, progress: Progress | None, status: JobStatus, reason: str | None
+) -> None:
+    """Record the job's end and free the lock: hand it to a G3 successor or release it.
+
+    One transaction; raises LockLost (writing nothing) if the job no longer holds the lock.
+    """
+    with Fence(ctx, claim).session() as session:
+        job = session.get(Job, claim.job_id)
+        assert job is not None
+        job.status, job.reason, job.finished_at = status, reason, utcnow()
+        if progress is not None:
+            settle_nodes(session, claim, progress, status == JobStatus.SUCCEEDED)
+        if job.operation == Operation.INSTALL:
+            cluster = session.get(Cluster, claim.cluster_id)
+            assert cluster is not None
+            cluster.stage = ClusterStage.READY if status == JobStatus.SUCCEEDED \
+                else ClusterStage.FAILED
+        successors = list(session.scalars(
+            select(Job).where(Job.predecessor_id == job.id, Job.status == JobStatus.QUEUED)
+            .order_by(Job.id)
+        ))
+        if successors and status == JobStatus.SUCCEEDED:
+            hand_over_cluster_lock(
+                session, claim.cluster_id, claim.job_id, claim.token, successors[0], ctx.settings.lock_ttl
+            )
+            return
+        for successor in successors:
+            successor.status = JobStatus.CANCELED
+            successor.reason = f"servers job {job.id} {status.value}"
+            successor.finished_at = utcnow()
+            session.execute(delete(Node).where(
+                Node.cluster_id == claim.cluster_id,
+                Node.hostname.in_([t["hostname"] for t in successor.targets]),
+                Node.status == NodeStatus.PENDING,
+            ))
+        release_cluster_lock(session, claim.cluster_id, claim.job_id, claim.token)
+
+
+def _outcome_reason(status: str, rc: int | None, progress: Progress, timeout: int) -> str:
+    if progress.failed:
+        host, why = next(iter(progress.failed.items()))
+        more = len(progress.failed) - 1
+        return f"{host}: {why}" + (f" (and {more} more host(s) failed)" if more else "")
+    if status == "timeout":
+        return f"playbook did not finish within {timeout}s"
+    if status == "canceled":
+        return "run stopped"
+    return f"ansible-playbook ended with status {status} (rc {rc})"
+
+
+class StopSignal(threading.Event):
+    """Asks a running job to stop its playbook, with the reason to record."""
+
+    reason: str | None = None
+
+    def stop(self, reason: str) -> None:
+        self.reason = reason
+        self.set()
+
+
+def execute(ctx: AppContext, claim: Claim, stop: StopSignal) -> None:
+    """Run the claimed job to its end. Never raises; always frees the lock it still holds."""
+    fence = Fence(ctx, claim)
+    progress: Progress | None = None
+    status, reason = JobStatus.FAILED, "internal error"
+    logw = LogWriter(fence)
+    lost = False
+    try:
+        spec, progress = prepare(ctx, fence)
+        tracked = progress
+        outcome = run_playbook(
+            spec,
+            on_host=lambda fact: on_host(fence, tracked, fact),
+            on_output=logw.write,
+            should_cancel=stop.is_set,
+        )
+        logw.flush()
+        if outcome.status == "successful" and not progress.failed:
+            status, reason = JobStatus.SUCCEEDED, None
+        elif stop.is_set() and not progress.failed:
+            reason = stop.reason or "run stopped"
+        else:
+            reason = _outcome_reason(outcome.status, outcome.rc, progress, spec.timeout)
+    except LockLost:
+        log.warning("job %s lost its lock; stopping without further writes", claim.job_id)
+        lost = True
+    except (AddressNotAllowed, FileNotFoundError) as exc:
+        reason = str(exc)
+    except Exception as exc:
+        log.exception("job %s crashed", claim.job_id)
+        reason = f"internal error: {type(exc).__name__}: {exc}"
+    finally:
+        if not lost:
+            _finish_safely(ctx, claim, progress, status, reason, logw)
+
+
+def _finish_safely(
+    ctx: AppContext, claim: Claim, progress: Progress | None, status: JobStatus,
+    reason: str | None, logw: LogWriter,
+) -> None:
+    try:
+        logw.flush()
+        finish(ctx, claim, progress, status, reason)
+        return
+    except LockLost:
+        return
+    except Exception:
+        log.exception("job %s: could not record its end; releasing the lock only", claim.job_id)
+    try:
+        with ctx.db.transaction() as session:
+            if not release_cluster_lock(session, claim.cluster_id, claim.job_id, claim.token):
+                return
+            job = session.get(Job, claim.job_id)
+            if job is not None and not JobStatus(job.status).is_final:
+                job.status, job.finished_at = JobStatus.FAILED, utcnow()
+                job.reason = f"{reason}; the job's end could not be fully recorded"
+    except Exception:
+        log.exception("job %s: could not release its lock; its lease will expire", claim.job_id)

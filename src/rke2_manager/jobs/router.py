@@ -1,0 +1,79 @@
+"""Job endpoints: list, show, log [routers/jobs.py]."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.responses import StreamingResponse
+
+from rke2_manager.api.deps import MAX_ID, CtxDep, JobId, ReadSessionDep
+from rke2_manager.jobs import service
+from rke2_manager.jobs.schemas import JobLog, JobOut, LogLine, job_out
+from rke2_manager.models import JobStatus
+
+router = APIRouter(prefix="/api/jobs", tags=["jobs"])
+
+
+@router.get("", response_model=list[JobOut])
+def list_jobs(
+    session: ReadSessionDep,
+    cluster_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+    status: JobStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
+) -> list[JobOut]:
+    """Jobs, newest first."""
+    return [job_out(j) for j in service.list_jobs(session, cluster_id, status, limit, offset)]
+
+
+@router.get("/{job_id}", response_model=JobOut)
+def get_job(job_id: JobId, session: ReadSessionDep) -> JobOut:
+    return job_out(service.get_job(session, job_id))
+
+
+@router.get("/{job_id}/log", response_model=JobLog)
+def get_log(
+    job_id: JobId,
+    session: ReadSessionDep,
+    after: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+) -> JobLog:
+    """The job's output lines after ``after``; poll with ``next_seq`` to follow it."""
+    job = service.get_job(session, job_id)
+    lines = service.read_log(session, job_id, after, limit)
+    return JobLog(
+        job_id=job.id, status=job.status,
+        lines=[LogLine(seq=line.seq, text=line.text) for line in lines],
+        next_seq=lines[-1].seq if lines else after,
+        finished=JobStatus(job.status).is_final,
+    )
+
+
+@router.get("/{job_id}/log/follow")
+async def follow_log(job_id: JobId, ctx: CtxDep) -> StreamingResponse:
+    """Stream the job's output as plain text until the job ends (like ``tail -f``)."""
+    with ctx.db.read_session() as session:
+        service.get_job(session, job_id)
+
+    def chunk(after: int) -> tuple[list[str], int, bool]:
+        with ctx.db.read_session() as session:
+            job = service.get_job(session, job_id)
+            lines = service.read_log(session, job_id, after, 1000)
+            last = lines[-1].seq if lines else after
+            return [f"{line.text}\n" for line in lines], last, JobStatus(job.status).is_final
+
+    async def stream() -> AsyncIterator[str]:
+        after = 0
+        while True:
+            lines, after, done = await asyncio.to_thread(chunk, after)
+            for line in lines:
+                yield line
+            if done and not lines:
+                return
+            if not lines:
+                await asyncio.sleep(0.5)
+
+    return StreamingResponse(stream(), media_type="text/plain")

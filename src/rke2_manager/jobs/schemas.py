@@ -1,0 +1,66 @@
+"""Response bodies of the job endpoints."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+
+
+class JobNode(BaseModel):
+    id: int | None
+    hostname: str
+    ip: str
+    role: str
+
+
+class JobOut(BaseModel):
+    id: int
+    cluster_id: int
+    operation: str
+    status: str
+    reason: str | None
+    nodes: list[JobNode]
+    warnings: list[str]
+    requested_by: str
+    predecessor_id: int | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class OperationAccepted(BaseModel):
+    """202 body of every job-starting call (``sequenced``/``workers_pending`` are G3's)."""
+
+    job_id: int
+    status: str
+    job: JobOut
+    jobs: list[JobOut]
+    sequenced: bool
+    workers_pending: int
+    workers_job_id: int | None
+    warnings: list[str]
+
+
+class LogLine(BaseModel):
+    seq: int
+    text: str
+
+
+class JobLog(BaseModel):
+    job_id: int
+    status: str
+    lines: list[LogLine]
+    next_seq: int
+    """Pass as ``after`` to read only what came since."""
+    finished: bool
+
+
+def job_out(job: Any) -> JobOut:
+    return JobOut(
+        id=job.id, cluster_id=job.cluster_id, operation=job.operation, status=job.status,
+        reason=job.reason, nodes=[JobNode(**t) for t in job.targets], warnings=job.warnings,
+        requested_by=job.requested_by, predecessor_id=job.predecessor_id,
+        created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
+    )

@@ -1,0 +1,1 @@
+"""Alembic migrations, run with ``rke2-manager migrate`` (and on ``serve``)."""

@@ -1,0 +1,223 @@
+"""ORM models: Cluster, Node, Job and their log and audit rows, kept together."""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite stores them naive)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime")
+        return value.astimezone(UTC) if value is not None else None
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class NodeRole(enum.StrEnum):
+    SERVER = "server"
+    AGENT = "agent"
+
+
+class NodeStatus(enum.StrEnum):
+    PENDING = "PENDING"
+    INSTALLING = "INSTALLING"
+    ACTIVE = "ACTIVE"
+    FAILED = "FAILED"
+    REMOVING = "REMOVING"
+
+
+class JobStatus(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED)
+
+
+class Operation(enum.StrEnum):
+    INSTALL = "install"
+    SCALE_ADD_MASTERS = "scale_add_masters"
+    SCALE_ADD_WORKERS = "scale_add_workers"
+    SCALE_REMOVE_MASTERS = "scale_remove_masters"
+    SCALE_REMOVE_WORKERS = "scale_remove_workers"
+
+    @property
+    def removes(self) -> bool:
+        return self in (Operation.SCALE_REMOVE_MASTERS, Operation.SCALE_REMOVE_WORKERS)
+
+
+class ClusterStage(enum.StrEnum):
+    NEW = "new"
+    INSTALLING = "installing"
+    READY = "ready"
+    FAILED = "failed"
+
+
+class LockStatus(enum.StrEnum):
+    IDLE = "idle"
+    RUNNING = "running"
+
+
+def _in(column: str, values: type[enum.StrEnum]) -> str:
+    return f"{column} IN ({', '.join(repr(v.value) for v in values)})"
+
+
+class Cluster(Base):
+    __tablename__ = "clusters"
+    __table_args__ = (
+        CheckConstraint(_in("stage", ClusterStage), name="stage"),
+        CheckConstraint(_in("operation_status", LockStatus), name="operation_status"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    stage: Mapped[str] = mapped_column(String(16), default=ClusterStage.NEW)
+    rke2_version: Mapped[str | None] = mapped_column(String(64))
+    rke2_channel: Mapped[str] = mapped_column(String(32), default="stable")
+    rke2_artifact_dir: Mapped[str | None] = mapped_column(String(4096))
+    rke2_config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    ssh_user: Mapped[str] = mapped_column(String(64), default="root")
+    ssh_port: Mapped[int] = mapped_column(Integer, default=22)
+    ssh_private_key_enc: Mapped[str] = mapped_column(Text)
+    ssh_public_key: Mapped[str | None] = mapped_column(Text)
+    token_enc: Mapped[str] = mapped_column(Text)
+    registration_address: Mapped[str | None] = mapped_column(String(255))
+    kubeconfig_enc: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    # The cluster lock (revision 003_add_cluster_lock_fields); written only by cluster_lock.
+    operation_status: Mapped[str] = mapped_column(String(16), default=LockStatus.IDLE)
+    current_job_id: Mapped[int | None] = mapped_column(
+        ForeignKey("jobs.id", use_alter=True, ondelete="SET NULL")
+    )
+    operation_started_at: Mapped[datetime | None]
+    operation_locked_by: Mapped[str | None] = mapped_column(String(32))
+    lock_expires_at: Mapped[datetime | None]
+    lock_token: Mapped[int] = mapped_column(Integer, default=0)
+
+    nodes: Mapped[list[Node]] = relationship(
+        back_populates="cluster", lazy="raise", cascade="all, delete-orphan",
+        passive_deletes=True, order_by="Node.id",
+    )
+
+
+class Node(Base):
+    __tablename__ = "nodes"
+    __table_args__ = (
+        UniqueConstraint("cluster_id", "hostname"),
+        UniqueConstraint("cluster_id", "ip"),
+        CheckConstraint(_in("role", NodeRole), name="role"),
+        CheckConstraint(_in("status", NodeStatus), name="status"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    cluster_id: Mapped[int] = mapped_column(ForeignKey("clusters.id", ondelete="CASCADE"))
+    hostname: Mapped[str] = mapped_column(String(253))
+    ip: Mapped[str] = mapped_column(String(45))
+    role: Mapped[str] = mapped_column(String(8))
+    status: Mapped[str] = mapped_column(String(16), default=NodeStatus.PENDING)
+    status_reason: Mapped[str | None] = mapped_column(Text)
+    is_initial_master: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    cluster: Mapped[Cluster] = relationship(back_populates="nodes", lazy="raise")
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    __table_args__ = (
+        CheckConstraint(_in("operation", Operation), name="operation"),
+        CheckConstraint(_in("status", JobStatus), name="status"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    cluster_id: Mapped[int] = mapped_column(
+        ForeignKey("clusters.id", ondelete="CASCADE"), index=True
+    )
+    operation: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    reason: Mapped[str | None] = mapped_column(Text)
+    targets: Mapped[list[Any]] = mapped_column(default=list)
+    """The nodes the job acts on: ``[{"id", "hostname", "ip", "role"}]``, kept after removal."""
+    warnings: Mapped[list[Any]] = mapped_column(default=list)
+    requested_by: Mapped[str] = mapped_column(String(128), default="anonymous")
+    predecessor_id: Mapped[int | None] = mapped_column(
+        ForeignKey("jobs.id", ondelete="SET NULL")
+    )
+    worker_id: Mapped[str | None] = mapped_column(String(128))
+    fencing_token: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+
+class JobLogLine(Base):
+    __tablename__ = "job_log_lines"
+    __table_args__ = (UniqueConstraint("job_id", "seq"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(Integer)
+    text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AuditEntry(Base):
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    actor: Mapped[str] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(64))
+    cluster_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    job_id: Mapped[int | None] = mapped_column(Integer)
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)

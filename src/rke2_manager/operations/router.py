@@ -1,0 +1,85 @@
+"""The seed's job-starting endpoints [routers/jobs.py, routers/clusters.py]: 202 with the job."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, BackgroundTasks, Query
+
+from rke2_manager.api.deps import (
+    ActorDep,
+    ClusterId,
+    CtxDep,
+    ReadSessionDep,
+    WriteSessionDep,
+)
+from rke2_manager.cluster_lock import ensure_idle
+from rke2_manager.clusters.service import get_cluster, snapshot
+from rke2_manager.guardrails import ProbeResult
+from rke2_manager.jobs.schemas import OperationAccepted, job_out
+from rke2_manager.operations import service
+from rke2_manager.validation import NodeRefsIn, NodesIn
+
+router = APIRouter(tags=["operations"])
+ACCEPTED = {409: {"description": "Cluster is busy"}, 400: {"description": "Guardrail refused"}}
+
+
+def _accepted(result: service.Accepted) -> OperationAccepted:
+    jobs = [result.job, *result.waiting]
+    return OperationAccepted(
+        job_id=result.job.id,
+        status=result.job.status,
+        job=job_out(result.job),
+        jobs=[job_out(j) for j in jobs],
+        sequenced=result.sequenced,
+        workers_pending=result.workers_pending,
+        workers_job_id=result.waiting[0].id if result.waiting else None,
+        warnings=result.warnings,
+    )
+
+
+@router.post("/api/jobs/install/{cluster_id}", status_code=202, responses=ACCEPTED)
+def install(
+    cluster_id: ClusterId, session: WriteSessionDep, ctx: CtxDep, actor: ActorDep,
+    tasks: BackgroundTasks,
+) -> OperationAccepted:
+    """Start the install job for a cluster (409 if another operation holds its lock)."""
+    result = service.start_install(session, ctx.settings, cluster_id, actor)
+    tasks.add_task(ctx.wake_workers)
+    return _accepted(result)
+
+
+@router.post("/api/clusters/{cluster_id}/scale/add", status_code=202, responses=ACCEPTED)
+def scale_add(
+    cluster_id: ClusterId, body: NodesIn, read: ReadSessionDep, session: WriteSessionDep,
+    ctx: CtxDep, actor: ActorDep, tasks: BackgroundTasks,
+) -> OperationAccepted:
+    """Add nodes. Servers and agents together: the servers' job first (G3, ``sequenced``)."""
+    # Probe the supervisor before taking the row lock, so no network wait happens under it.
+    cluster = get_cluster(read, cluster_id)
+    ensure_idle(cluster)
+    probe: ProbeResult | None = None
+    target = service.probe_target(cluster, ctx.settings)
+    master = snapshot(cluster).initial_master
+    read.rollback()
+    if target is not None and master is not None and master.status == "ACTIVE":
+        probe = ctx.prober(target)
+    result = service.start_scale_add(
+        session, ctx.settings, cluster_id, body.nodes, actor, probe, ctx.prober
+    )
+    tasks.add_task(ctx.wake_workers)
+    return _accepted(result)
+
+
+@router.post("/api/clusters/{cluster_id}/scale/remove", status_code=202, responses=ACCEPTED)
+def scale_remove(
+    cluster_id: ClusterId, body: NodeRefsIn, session: WriteSessionDep, ctx: CtxDep,
+    actor: ActorDep, tasks: BackgroundTasks,
+    confirm_master_removal: Annotated[bool, Query()] = False,
+) -> OperationAccepted:
+    """Remove nodes; removing servers needs ``confirm_master_removal=true`` and keeps quorum."""
+    result = service.start_scale_remove(
+        session, ctx.settings, cluster_id, body.nodes, confirm_master_removal, actor
+    )
+    tasks.add_task(ctx.wake_workers)
+    return _accepted(result)

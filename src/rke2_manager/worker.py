@@ -1,0 +1,144 @@
+"""The job worker: claims jobs that hold their cluster's lock, runs them, renews their leases.
+
+Any number of workers may run (threads of ``serve``, or ``rke2-manager worker`` processes on
+other machines): a claim is one row update under ``FOR UPDATE SKIP LOCKED`` (PostgreSQL) or the
+database write lock (SQLite), so each job runs once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+
+from sqlalchemy import select
+
+from rke2_manager.cluster_lock import renew_cluster_lock
+from rke2_manager.context import AppContext
+from rke2_manager.jobrun import Claim, StopSignal, execute
+from rke2_manager.models import Job, JobStatus, utcnow
+
+log = logging.getLogger(__name__)
+
+
+class Worker:
+    """Runs up to ``worker_concurrency`` jobs at once in threads."""
+
+    def __init__(self, ctx: AppContext, worker_id: str | None = None) -> None:
+        self.ctx = ctx
+        self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._running: dict[int, tuple[threading.Thread, StopSignal]] = {}
+        self._guard = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    # lifecycle ----------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name=f"worker-{self.id}", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop claiming; stop running playbooks (their jobs fail with the reason) and wait."""
+        self._stopping.set()
+        self._wake.set()
+        with self._guard:
+            running = list(self._running.values())
+        for _, signal in running:
+            signal.stop(f"worker {self.id} shut down while the job ran")
+        for thread, _ in running:
+            thread.join(timeout)
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def stop_job(self, job_id: int, reason: str) -> bool:
+        """Ask a job running here to stop; False if it does not run here."""
+        with self._guard:
+            entry = self._running.get(job_id)
+        if entry is None:
+            return False
+        entry[1].stop(reason)
+        return True
+
+    @property
+    def busy(self) -> int:
+        with self._guard:
+            return len(self._running)
+
+    # claiming -----------------------------------------------------------------------------------
+    def claim(self) -> Claim | None:
+        """Take one job that holds its cluster's lock and that no worker runs yet."""
+        with self.ctx.db.transaction() as session:
+            job = session.scalars(
+                select(Job)
+                .where(Job.status == JobStatus.RUNNING, Job.worker_id.is_(None))
+                .order_by(Job.id)
+                .limit(1)
+                .with_for_update(skip_locked=True)
+            ).first()
+            if job is None or job.fencing_token is None:
+                return None
+            job.worker_id = self.id
+            job.started_at = utcnow()
+            return Claim(job.id, job.cluster_id, job.fencing_token)
+
+    def run_once(self) -> bool:
+        """Claim and start one job if there is room; True if one was started."""
+        if self.busy >= self.ctx.settings.worker_concurrency:
+            return False
+        claim = self.claim()
+        if claim is None:
+            return False
+        signal = StopSignal()
+        thread = threading.Thread(
+            target=self._run, args=(claim, signal), name=f"job-{claim.job_id}", daemon=True
+        )
+        with self._guard:
+            self._running[claim.job_id] = (thread, signal)
+        thread.start()
+        return True
+
+    def _run(self, claim: Claim, signal: StopSignal) -> None:
+        renewer = threading.Thread(target=self._renew, args=(claim, signal), daemon=True)
+        renewer.start()
+        try:
+            execute(self.ctx, claim, signal)
+        finally:
+            with self._guard:
+                self._running.pop(claim.job_id, None)
+            signal.set()  # also ends the renewer
+            self.wake()  # a G3 successor may now hold the lock
+
+    def _renew(self, claim: Claim, signal: StopSignal) -> None:
+        interval = self.ctx.settings.lock_ttl / 3
+        while not signal.wait(interval):
+            try:
+                with self.ctx.db.transaction() as session:
+                    held = renew_cluster_lock(
+                        session, claim.cluster_id, claim.job_id, claim.token,
+                        self.ctx.settings.lock_ttl,
+                    )
+            except Exception:
+                log.exception("job %s: lease renewal failed; will retry", claim.job_id)
+                continue
+            if not held:
+                log.warning("job %s lost its lock; stopping its run", claim.job_id)
+                signal.stop("lost the cluster lock")
+                return
+
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                started = self.run_once()
+            except Exception:
+                log.exception("worker %s: claim failed", self.id)
+                started = False
+            if started:
+                continue
+            self._wake.wait(self.ctx.settings.worker_poll_interval)
+            self._wake.clear()
