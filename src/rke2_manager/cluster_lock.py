@@ -52,7 +52,7 @@ def acquire_cluster_lock(
     ensure_idle(cluster)
     now = now or utcnow()
     if job.id is None:
-        session.flush([job])
+        session.flush()
     cluster.operation_status = LockStatus.RUNNING
     cluster.current_job_id = job.id
     cluster.operation_started_at = now

@@ -6,7 +6,7 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 
@@ -28,11 +28,16 @@ def alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def wait_gone(pids: Iterable[int], timeout: float) -> bool:
-    """Wait until none of pids is alive; False if some still are after timeout seconds."""
+def wait_gone(pids: Iterable[int], timeout: float,
+              reap: Callable[[], None] = lambda: None) -> bool:
+    """Wait until none of pids is alive; False if some still are after timeout seconds.
+
+    reap is called on every round, to collect the caller's own exited children.
+    """
     pending = list(pids)
     deadline = time.monotonic() + timeout
     while pending:
+        reap()
         pending = [p for p in pending if alive(p)]
         if pending and time.monotonic() > deadline:
             return False

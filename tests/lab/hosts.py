@@ -23,7 +23,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -149,9 +149,16 @@ class Lab:
 
         Safe to call twice and on a half-built lab; raises LabError if something stays behind.
         """
+        ours = [*self._sshd.values(), *self._init.values()]
+
+        def reap() -> None:
+            # nsenter/unshare are our children: until reaped, the PID namespace cannot end.
+            for proc in ours:
+                proc.poll()
+
         problems = teardown(self.bridge, [(h.netns, h.veth) for h in self.hosts], self.dir,
-                            [h.ip for h in self.hosts])
-        for proc in [*self._sshd.values(), *self._init.values()]:
+                            [h.ip for h in self.hosts], reap)
+        for proc in ours:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=5)
         self._sshd.clear()
@@ -263,14 +270,14 @@ class Lab:
 
 
 def teardown(bridge: str, hosts: Sequence[tuple[str, str]], labdir: Path,
-             ips: Sequence[str]) -> list[str]:
+             ips: Sequence[str], reap: Callable[[], None] = lambda: None) -> list[str]:
     """Remove one lab's processes, links, namespaces, bridge and files; return what failed."""
     problems: list[str] = []
     pids = [pid for netns, _ in hosts for pid in _net.netns_pids(netns)]
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-    if not wait_gone(pids, timeout=10):
+    if not wait_gone(pids, timeout=10, reap=reap):
         problems.append(f"processes survived SIGKILL: {pids}")
     kill_ssh_clients(ips)
     for netns, veth in hosts:
