@@ -24,7 +24,6 @@ from rke2_manager.db import Database
 from rke2_manager.models import Base
 from tests.factories import FakeProber, write_playbooks
 
-
 CI = os.environ.get("CI") == "true"
 PG_ADMIN_URL = os.environ.get(
     "RKE2M_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -67,8 +66,11 @@ def _allowed(address: object) -> bool:
         ip = ipaddress.ip_address(str(address[0]))
     except ValueError:
         return False
-    return any(ip in ipaddress.ip_network(n) for n in TEST_NETWORKS if ip.version ==
-               ipaddress.ip_network(n).version)
+    return any(
+        ip in ipaddress.ip_network(n)
+        for n in TEST_NETWORKS
+        if ip.version == ipaddress.ip_network(n).version
+    )
 
 
 def _guarded(real):  # type: ignore[no-untyped-def]
@@ -76,6 +78,7 @@ def _guarded(real):  # type: ignore[no-untyped-def]
         if not _allowed(address):
             raise AssertionError(f"test tried to connect to {address!r}, outside {TEST_NETWORKS}")
         return real(self, address)
+
     return connect
 
 

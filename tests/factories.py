@@ -10,8 +10,11 @@ from rke2_manager.guardrails import ProbeResult
 from rke2_manager.models import Cluster, Job, JobStatus, LockStatus, Node, utcnow
 
 OPERATIONS = (
-    "install", "scale_add_masters", "scale_add_workers",
-    "scale_remove_masters", "scale_remove_workers",
+    "install",
+    "scale_add_masters",
+    "scale_add_workers",
+    "scale_remove_masters",
+    "scale_remove_workers",
 )
 
 
@@ -40,7 +43,9 @@ def make_cluster(
     first_server = next((n[0] for n in nodes if n[2] == "server"), None)
     with db.transaction() as s:
         cluster = Cluster(
-            name=name, ssh_private_key_enc="x", token_enc="x",
+            name=name,
+            ssh_private_key_enc="x",
+            token_enc="x",
             registration_address=registration_address,
         )
         cluster.nodes = [
@@ -57,8 +62,12 @@ def lock_cluster(db: Database, cluster_id: int, operation: str = "scale_add_mast
     with db.transaction() as s:
         cluster = s.get(Cluster, cluster_id)
         assert cluster is not None
-        job = Job(cluster_id=cluster_id, operation=operation, status=JobStatus.RUNNING,
-                  worker_id="elsewhere")
+        job = Job(
+            cluster_id=cluster_id,
+            operation=operation,
+            status=JobStatus.RUNNING,
+            worker_id="elsewhere",
+        )
         s.add(job)
         s.flush()
         cluster.operation_status = LockStatus.RUNNING

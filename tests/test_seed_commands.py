@@ -22,18 +22,25 @@ def counts(db: Database) -> tuple[int, int]:
 
 
 def test_install_then_add_while_running_is_409(client: TestClient, db: Database) -> None:
-    make_cluster(db, nodes=[("m1", "10.0.0.1", "server", "PENDING"),
-                            ("w1", "10.0.0.4", "agent", "PENDING")])
+    make_cluster(
+        db, nodes=[("m1", "10.0.0.1", "server", "PENDING"), ("w1", "10.0.0.4", "agent", "PENDING")]
+    )
     r = post(client, "/api/jobs/install/1")
     assert r.status_code == 202, r.text
     job_id = r.json()["job_id"]
     assert r.json()["status"] == "running"
 
     before = counts(db)
-    r = post(client, "/api/clusters/1/scale/add",
-             '{"nodes": [{"hostname": "w2", "ip": "10.0.0.5", "role": "agent"}]}')
+    r = post(
+        client,
+        "/api/clusters/1/scale/add",
+        '{"nodes": [{"hostname": "w2", "ip": "10.0.0.5", "role": "agent"}]}',
+    )
     assert r.status_code == 409
-    assert r.json()["detail"] == f"Cluster is busy with operation 'install' (job {job_id}). Please wait."
+    assert (
+        r.json()["detail"]
+        == f"Cluster is busy with operation 'install' (job {job_id}). Please wait."
+    )
     assert r.json()["job_id"] == job_id
     assert counts(db) == before
     with db.read_session() as s:
@@ -49,8 +56,11 @@ def test_seed_409_message_names_scale_add_masters(client: TestClient, db: Databa
 
     cid = make_cluster(db)
     job_id = lock_cluster(db, cid, "scale_add_masters")
-    r = post(client, f"/api/clusters/{cid}/scale/add",
-             '{"nodes": [{"hostname": "w2", "ip": "10.0.0.5", "role": "agent"}]}')
+    r = post(
+        client,
+        f"/api/clusters/{cid}/scale/add",
+        '{"nodes": [{"hostname": "w2", "ip": "10.0.0.5", "role": "agent"}]}',
+    )
     assert r.status_code == 409
     assert r.json()["detail"] == (
         f"Cluster is busy with operation 'scale_add_masters' (job {job_id}). Please wait."
@@ -61,8 +71,11 @@ def test_add_before_initial_master_active_is_400(
     client: TestClient, db: Database, prober: FakeProber
 ) -> None:
     make_cluster(db, nodes=[("m1", "10.0.0.1", "server", "INSTALLING")])
-    r = post(client, "/api/clusters/1/scale/add",
-             '{"nodes": [{"hostname": "w1", "ip": "10.0.0.4", "role": "agent"}]}')
+    r = post(
+        client,
+        "/api/clusters/1/scale/add",
+        '{"nodes": [{"hostname": "w1", "ip": "10.0.0.4", "role": "agent"}]}',
+    )
     assert r.status_code == 400
     assert r.json()["detail"] == (
         "Initial master 'm1' is not active (status: INSTALLING). Cannot add nodes."
@@ -73,8 +86,11 @@ def test_add_before_initial_master_active_is_400(
 
 def test_remove_last_master_is_400(client: TestClient, db: Database) -> None:
     make_cluster(db, nodes=[("m1", "10.0.0.1", "server", "ACTIVE")])
-    r = post(client, "/api/clusters/1/scale/remove",
-             '{"nodes": [{"hostname": "m1", "ip": "10.0.0.1", "role": "server"}]}')
+    r = post(
+        client,
+        "/api/clusters/1/scale/remove",
+        '{"nodes": [{"hostname": "m1", "ip": "10.0.0.1", "role": "server"}]}',
+    )
     assert r.status_code == 400
     assert r.json()["detail"] == "Cannot remove all control-plane nodes. At least 1 required."
     assert counts(db) == (0, 1)
@@ -82,14 +98,21 @@ def test_remove_last_master_is_400(client: TestClient, db: Database) -> None:
 
 def test_remove_master_with_confirmation_is_accepted(client: TestClient, db: Database) -> None:
     make_cluster(db, name="other", nodes=[("x1", "10.0.9.1", "server", "ACTIVE")])
-    cid = make_cluster(db, name="prod", nodes=[
-        ("m1", "10.0.1.10", "server", "ACTIVE"),
-        ("m2", "10.0.1.11", "server", "ACTIVE"),
-        ("m3", "10.0.1.12", "server", "ACTIVE"),
-    ])
+    cid = make_cluster(
+        db,
+        name="prod",
+        nodes=[
+            ("m1", "10.0.1.10", "server", "ACTIVE"),
+            ("m2", "10.0.1.11", "server", "ACTIVE"),
+            ("m3", "10.0.1.12", "server", "ACTIVE"),
+        ],
+    )
     assert cid == 2
-    r = post(client, "/api/clusters/2/scale/remove?confirm_master_removal=true",
-             '{"nodes": [{"hostname": "m2", "ip": "10.0.1.11", "role": "server"}]}')
+    r = post(
+        client,
+        "/api/clusters/2/scale/remove?confirm_master_removal=true",
+        '{"nodes": [{"hostname": "m2", "ip": "10.0.1.11", "role": "server"}]}',
+    )
     assert r.status_code == 202, r.text
     body = r.json()
     assert body["job"]["operation"] == "scale_remove_masters"
@@ -106,13 +129,19 @@ def test_remove_master_with_confirmation_is_accepted(client: TestClient, db: Dat
 
 
 def test_remove_master_without_confirmation_is_400(client: TestClient, db: Database) -> None:
-    make_cluster(db, nodes=[
-        ("m1", "10.0.1.10", "server", "ACTIVE"),
-        ("m2", "10.0.1.11", "server", "ACTIVE"),
-        ("m3", "10.0.1.12", "server", "ACTIVE"),
-    ])
-    r = post(client, "/api/clusters/1/scale/remove",
-             '{"nodes": [{"hostname": "m2", "ip": "10.0.1.11", "role": "server"}]}')
+    make_cluster(
+        db,
+        nodes=[
+            ("m1", "10.0.1.10", "server", "ACTIVE"),
+            ("m2", "10.0.1.11", "server", "ACTIVE"),
+            ("m3", "10.0.1.12", "server", "ACTIVE"),
+        ],
+    )
+    r = post(
+        client,
+        "/api/clusters/1/scale/remove",
+        '{"nodes": [{"hostname": "m2", "ip": "10.0.1.11", "role": "server"}]}',
+    )
     assert r.status_code == 400
     assert r.json()["detail"] == "Removing control-plane nodes requires explicit confirmation."
     assert counts(db) == (0, 3)
@@ -120,6 +149,8 @@ def test_remove_master_without_confirmation_is_400(client: TestClient, db: Datab
 
 def test_no_content_type_at_all_is_read_as_json(client: TestClient, db: Database) -> None:
     make_cluster(db)
-    r = client.post("/api/clusters/1/scale/add",
-                    content=b'{"nodes": [{"hostname": "w1", "ip": "127.0.10.4", "role": "agent"}]}')
+    r = client.post(
+        "/api/clusters/1/scale/add",
+        content=b'{"nodes": [{"hostname": "w1", "ip": "127.0.10.4", "role": "agent"}]}',
+    )
     assert r.status_code == 202, r.text

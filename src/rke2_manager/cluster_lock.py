@@ -76,7 +76,9 @@ def _held_by(job_id: int, token: int):  # type: ignore[no-untyped-def]
 def holds_lock(session: Session, cluster_id: int, job_id: int, token: int) -> bool:
     """True if ``job_id`` with fencing ``token`` still holds the lock; locks the row for update."""
     row = session.execute(
-        select(Cluster.id).where(Cluster.id == cluster_id, _held_by(job_id, token)).with_for_update()
+        select(Cluster.id)
+        .where(Cluster.id == cluster_id, _held_by(job_id, token))
+        .with_for_update()
     ).first()
     return row is not None
 
@@ -91,7 +93,8 @@ def renew_cluster_lock(
         .values(lock_expires_at=utcnow() + timedelta(seconds=ttl))
         .execution_options(synchronize_session=False)
     )
-    return result.rowcount == 1  # type: ignore[attr-defined]
+    rowcount: int = result.rowcount  # type: ignore[attr-defined]
+    return rowcount == 1
 
 
 def release_cluster_lock(session: Session, cluster_id: int, job_id: int, token: int) -> bool:
@@ -111,7 +114,8 @@ def release_cluster_lock(session: Session, cluster_id: int, job_id: int, token: 
         )
         .execution_options(synchronize_session=False)
     )
-    return result.rowcount == 1  # type: ignore[attr-defined]
+    rowcount: int = result.rowcount  # type: ignore[attr-defined]
+    return rowcount == 1
 
 
 def hand_over_cluster_lock(

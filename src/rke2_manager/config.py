@@ -22,6 +22,10 @@ class Settings(BaseSettings):
 
     data_dir: Path = Path("./data")
     database_url: str = ""
+    db_pool_size: int = Field(5, ge=1, le=100)
+    db_max_overflow: int = Field(15, ge=0, le=500)
+    """Per process. With several API/worker processes on PostgreSQL, keep the sum of
+    ``pool_size + max_overflow`` over all processes under the server's ``max_connections``."""
     secret_key: str = ""
     """Key material for encrypting secrets at rest; generated into the data dir when empty."""
 

@@ -44,14 +44,15 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        # Writers queue on the database lock, not on the pool: size it for the thread pool.
+        kwargs.setdefault("pool_size", 20)
+        kwargs.setdefault("max_overflow", 60)
         engine = create_engine(
             url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs
         )
         _configure_sqlite(engine)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
-    kwargs.setdefault("pool_size", 10)
-    kwargs.setdefault("max_overflow", 40)
     return create_engine(url, **kwargs)
 
 

@@ -90,8 +90,8 @@ def check_bootstrap(
     if policy == "off" or probe is None or probe.ok:
         return []
     problem = (
-        f"Initial master '{master.hostname}' supervisor at {probe.address}:{probe.port} did not answer"
-        f" ({probe.error})"
+        f"Initial master '{master.hostname}' supervisor at {probe.address}:{probe.port} "
+        f"did not answer ({probe.error or 'no reason given'})"
     )
     if policy == "enforce":
         raise GuardrailViolation("G1", f"{problem}. Cannot add nodes.")

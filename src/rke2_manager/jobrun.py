@@ -95,9 +95,9 @@ class Progress:
 
 
 def _nodes(session: Session, cluster_id: int, names: set[str]) -> list[Node]:
-    return list(session.scalars(
-        select(Node).where(Node.cluster_id == cluster_id, Node.hostname.in_(names))
-    ))
+    return list(
+        session.scalars(select(Node).where(Node.cluster_id == cluster_id, Node.hostname.in_(names)))
+    )
 
 
 def prepare(ctx: AppContext, fence: Fence) -> tuple[RunSpec, Progress]:
@@ -109,8 +109,9 @@ def prepare(ctx: AppContext, fence: Fence) -> tuple[RunSpec, Progress]:
         operation = Operation(job.operation)
         all_nodes = list(session.scalars(select(Node).where(Node.cluster_id == cluster.id)))
         names = {t["hostname"] for t in job.targets}
-        progress = Progress(operation, {n.hostname: n.status for n in all_nodes
-                                        if n.hostname in names})
+        progress = Progress(
+            operation, {n.hostname: n.status for n in all_nodes if n.hostname in names}
+        )
         mark = NodeStatus.REMOVING if operation.removes else NodeStatus.INSTALLING
         for node in all_nodes:
             if node.hostname in names:
@@ -122,8 +123,10 @@ def prepare(ctx: AppContext, fence: Fence) -> tuple[RunSpec, Progress]:
         registration = cluster.registration_address or (master.ip if master else None)
         spec = RunSpec(
             playbook=ctx.settings.playbook_dir / f"{operation.value}.yml",
-            hosts=[HostSpec(n.hostname, n.ip, n.role, n.hostname in names, n.is_initial_master)
-                   for n in all_nodes],
+            hosts=[
+                HostSpec(n.hostname, n.ip, n.role, n.hostname in names, n.is_initial_master)
+                for n in all_nodes
+            ],
             ssh_user=cluster.ssh_user,
             ssh_port=cluster.ssh_port,
             ssh_key=ctx.box.decrypt(cluster.ssh_private_key_enc),
@@ -201,26 +204,37 @@ def finish(
         if job.operation == Operation.INSTALL:
             cluster = session.get(Cluster, claim.cluster_id)
             assert cluster is not None
-            cluster.stage = ClusterStage.READY if status == JobStatus.SUCCEEDED \
-                else ClusterStage.FAILED
-        successors = list(session.scalars(
-            select(Job).where(Job.predecessor_id == job.id, Job.status == JobStatus.QUEUED)
-            .order_by(Job.id)
-        ))
+            cluster.stage = (
+                ClusterStage.READY if status == JobStatus.SUCCEEDED else ClusterStage.FAILED
+            )
+        successors = list(
+            session.scalars(
+                select(Job)
+                .where(Job.predecessor_id == job.id, Job.status == JobStatus.QUEUED)
+                .order_by(Job.id)
+            )
+        )
         if successors and status == JobStatus.SUCCEEDED:
             hand_over_cluster_lock(
-                session, claim.cluster_id, claim.job_id, claim.token, successors[0], ctx.settings.lock_ttl
+                session,
+                claim.cluster_id,
+                claim.job_id,
+                claim.token,
+                successors[0],
+                ctx.settings.lock_ttl,
             )
             return
         for successor in successors:
             successor.status = JobStatus.CANCELED
             successor.reason = f"servers job {job.id} {status.value}"
             successor.finished_at = utcnow()
-            session.execute(delete(Node).where(
-                Node.cluster_id == claim.cluster_id,
-                Node.hostname.in_([t["hostname"] for t in successor.targets]),
-                Node.status == NodeStatus.PENDING,
-            ))
+            session.execute(
+                delete(Node).where(
+                    Node.cluster_id == claim.cluster_id,
+                    Node.hostname.in_([t["hostname"] for t in successor.targets]),
+                    Node.status == NodeStatus.PENDING,
+                )
+            )
         release_cluster_lock(session, claim.cluster_id, claim.job_id, claim.token)
 
 
@@ -250,7 +264,8 @@ def execute(ctx: AppContext, claim: Claim, stop: StopSignal) -> None:
     """Run the claimed job to its end. Never raises; always frees the lock it still holds."""
     fence = Fence(ctx, claim)
     progress: Progress | None = None
-    status, reason = JobStatus.FAILED, "internal error"
+    status: JobStatus = JobStatus.FAILED
+    reason: str | None = "internal error"
     logw = LogWriter(fence)
     lost = False
     try:
@@ -283,8 +298,12 @@ def execute(ctx: AppContext, claim: Claim, stop: StopSignal) -> None:
 
 
 def _finish_safely(
-    ctx: AppContext, claim: Claim, progress: Progress | None, status: JobStatus,
-    reason: str | None, logw: LogWriter,
+    ctx: AppContext,
+    claim: Claim,
+    progress: Progress | None,
+    status: JobStatus,
+    reason: str | None,
+    logw: LogWriter,
 ) -> None:
     try:
         logw.flush()

@@ -6,7 +6,9 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
+
+from rke2_manager.db import WRITE_OPTION
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
@@ -14,14 +16,22 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 def alembic_config(engine: Engine) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-    cfg.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False))
+    # ConfigParser interpolation: a literal % (encoded passwords, options=) must be doubled.
+    url = engine.url.render_as_string(hide_password=False).replace("%", "%%")
+    cfg.set_main_option("sqlalchemy.url", url)
     return cfg
 
 
+MIGRATION_LOCK_KEY = 0x726B6532  # "rke2": the advisory lock that serialises upgrades
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Bring the schema to ``revision``; safe to run when already there."""
+    """Bring the schema to ``revision``; safe to run when already there, and from several
+    processes at once (they take turns: PostgreSQL advisory lock, SQLite write lock)."""
     cfg = alembic_config(engine)
-    with engine.begin() as conn:
+    with engine.execution_options(**{WRITE_OPTION: True}).begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
 

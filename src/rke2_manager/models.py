@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -53,7 +53,11 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON, list[Any]: JSON}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        datetime: UTCDateTime(),
+        dict[str, Any]: JSON,
+        list[Any]: JSON,
+    }
 
 
 class NodeRole(enum.StrEnum):
@@ -144,8 +148,11 @@ class Cluster(Base):
     lock_token: Mapped[int] = mapped_column(Integer, default=0)
 
     nodes: Mapped[list[Node]] = relationship(
-        back_populates="cluster", lazy="raise", cascade="all, delete-orphan",
-        passive_deletes=True, order_by="Node.id",
+        back_populates="cluster",
+        lazy="raise",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        order_by="Node.id",
     )
 
 
@@ -190,9 +197,7 @@ class Job(Base):
     """The nodes the job acts on: ``[{"id", "hostname", "ip", "role"}]``, kept after removal."""
     warnings: Mapped[list[Any]] = mapped_column(default=list)
     requested_by: Mapped[str] = mapped_column(String(128), default="anonymous")
-    predecessor_id: Mapped[int | None] = mapped_column(
-        ForeignKey("jobs.id", ondelete="SET NULL")
-    )
+    predecessor_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
     worker_id: Mapped[str | None] = mapped_column(String(128))
     fencing_token: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

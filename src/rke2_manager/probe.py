@@ -25,9 +25,7 @@ def make_prober(settings: Settings) -> Prober:
         except AddressNotAllowed as exc:
             return ProbeResult(address, ok=False, error=f"not probed: {exc}", port=port)
         except TimeoutError:
-            return ProbeResult(
-                address, ok=False, error=f"no answer within {timeout:g}s", port=port
-            )
+            return ProbeResult(address, ok=False, error=f"no answer within {timeout:g}s", port=port)
         except OSError as exc:
             return ProbeResult(address, ok=False, error=exc.strerror or str(exc), port=port)
 

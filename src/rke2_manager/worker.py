@@ -120,7 +120,10 @@ class Worker:
             try:
                 with self.ctx.db.transaction() as session:
                     held = renew_cluster_lock(
-                        session, claim.cluster_id, claim.job_id, claim.token,
+                        session,
+                        claim.cluster_id,
+                        claim.job_id,
+                        claim.token,
                         self.ctx.settings.lock_ttl,
                     )
             except Exception:

@@ -37,9 +37,16 @@ def create_app(
 ) -> FastAPI:
     """Build the app. ``prober`` replaces G1's network probe (tests inject one)."""
     settings = settings or get_settings()
-    db = Database(settings.database_url)
+    pool = (
+        {}
+        if settings.is_sqlite
+        else {"pool_size": settings.db_pool_size, "max_overflow": settings.db_max_overflow}
+    )
+    db = Database(settings.database_url, **pool)
     ctx = AppContext(
-        settings=settings, db=db, box=SecretBox.from_settings(settings),
+        settings=settings,
+        db=db,
+        box=SecretBox.from_settings(settings),
         prober=prober or make_prober(settings),
     )
     with_worker = settings.worker_enabled if start_worker is None else start_worker
@@ -62,7 +69,9 @@ def create_app(
             db.dispose()
 
     app = FastAPI(
-        title="rke2-manager", version=__version__, lifespan=lifespan,
+        title="rke2-manager",
+        version=__version__,
+        lifespan=lifespan,
         description="Install and scale RKE2 clusters over SSH, one safe operation at a time.",
     )
     app.state.ctx = ctx

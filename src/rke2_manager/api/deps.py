@@ -21,18 +21,6 @@ def get_ctx(request: Request) -> AppContext:
 CtxDep = Annotated[AppContext, Depends(get_ctx)]
 
 
-def _write_session(ctx: CtxDep) -> Iterator[Session]:
-    session = ctx.db.write_session()
-    try:
-        yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
-
-
 def _read_session(ctx: CtxDep) -> Iterator[Session]:
     session = ctx.db.read_session()
     try:
@@ -42,8 +30,10 @@ def _read_session(ctx: CtxDep) -> Iterator[Session]:
         session.close()
 
 
-# scope="function": the commit happens when the endpoint returns, before the response is sent.
-WriteSessionDep = Annotated[Session, Depends(_write_session, scope="function")]
+# Writes do not use a dependency: a yield-dependency's commit would run in a different
+# thread-pool thread than the endpoint, and with every pool thread blocked waiting for the
+# cluster row (FOR UPDATE / BEGIN IMMEDIATE) the lock holder could never get a thread to commit.
+# Mutating endpoints run their whole unit of work in one thread: ``with ctx.db.transaction()``.
 ReadSessionDep = Annotated[Session, Depends(_read_session, scope="function")]
 
 

@@ -8,7 +8,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 
 from rke2_manager.errors import DomainError
@@ -46,11 +47,12 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        messages = [_validation_message(e) for e in exc.errors()]
         errors = [
-            {"loc": [str(p) for p in e.get("loc", ())], "msg": _validation_message(e)}
-            for e in exc.errors()
+            {"loc": [str(p) for p in e.get("loc", ())], "msg": m}
+            for e, m in zip(exc.errors(), messages, strict=True)
         ]
-        detail = "; ".join(e["msg"] for e in errors[:5]) or "invalid request"
+        detail = "; ".join(messages[:5]) or "invalid request"
         return _problem(422, "Unprocessable Content", detail, errors=errors)
 
     @app.exception_handler(HTTPException)
@@ -61,6 +63,22 @@ def install(app: FastAPI) -> None:
     async def _integrity(_: Request, exc: IntegrityError) -> JSONResponse:
         log.info("integrity conflict: %s", exc.orig)
         return _problem(409, "Conflict", "The change conflicts with the current state; retry.")
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(PoolTimeout)
+    async def _db_down(_: Request, exc: Exception) -> JSONResponse:
+        log.warning("database unavailable: %s", str(exc).splitlines()[0])
+        return JSONResponse(
+            {
+                "type": "about:blank",
+                "title": "Service Unavailable",
+                "status": 503,
+                "detail": "The database is unavailable or overloaded; retry shortly.",
+            },
+            status_code=503,
+            media_type=PROBLEM,
+            headers={"Retry-After": "1"},
+        )
 
     @app.exception_handler(Exception)
     async def _crash(_: Request, exc: Exception) -> JSONResponse:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from rke2_manager.api.deps import ActorDep, ClusterId, CtxDep, ReadSessionDep, WriteSessionDep
+from rke2_manager.api.deps import ActorDep, ClusterId, CtxDep, ReadSessionDep
 from rke2_manager.clusters import service
 from rke2_manager.clusters.schemas import (
     ClusterCreate,
@@ -19,12 +19,10 @@ router = APIRouter(prefix="/api/clusters", tags=["clusters"])
 
 
 @router.post("", status_code=201, response_model=ClusterOut)
-def create_cluster(
-    body: ClusterCreate, session: WriteSessionDep, ctx: CtxDep, actor: ActorDep
-) -> ClusterOut:
+def create_cluster(body: ClusterCreate, ctx: CtxDep, actor: ActorDep) -> ClusterOut:
     """Create a cluster with its first nodes (PENDING); the first server is the initial master."""
-    cluster = service.create_cluster(session, ctx.box, body, actor)
-    return service.cluster_out(cluster)
+    with ctx.db.transaction() as session:
+        return service.cluster_out(service.create_cluster(session, ctx.box, body, actor))
 
 
 @router.get("", response_model=list[ClusterOut])
@@ -40,18 +38,19 @@ def get_cluster(cluster_id: ClusterId, session: ReadSessionDep) -> ClusterOut:
 
 @router.patch("/{cluster_id}", response_model=ClusterOut)
 def update_cluster(
-    cluster_id: ClusterId, body: ClusterUpdate, session: WriteSessionDep, ctx: CtxDep,
-    actor: ActorDep,
+    cluster_id: ClusterId, body: ClusterUpdate, ctx: CtxDep, actor: ActorDep
 ) -> ClusterOut:
     """Edit an idle cluster's settings; 409 while an operation holds its lock."""
-    cluster = service.update_cluster(session, ctx.box, cluster_id, body, actor)
-    return service.cluster_out(cluster)
+    with ctx.db.transaction() as session:
+        cluster = service.update_cluster(session, ctx.box, cluster_id, body, actor)
+        return service.cluster_out(cluster)
 
 
 @router.delete("/{cluster_id}", status_code=204)
-def delete_cluster(cluster_id: ClusterId, session: WriteSessionDep, actor: ActorDep) -> Response:
+def delete_cluster(cluster_id: ClusterId, ctx: CtxDep, actor: ActorDep) -> Response:
     """Forget an idle cluster (its machines are left untouched); 409 while it is locked."""
-    service.delete_cluster(session, cluster_id, actor)
+    with ctx.db.transaction() as session:
+        service.delete_cluster(session, cluster_id, actor)
     return Response(status_code=204)
 
 

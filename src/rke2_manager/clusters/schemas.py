@@ -37,7 +37,9 @@ class RKE2In(StrictModel):
     def _no_reserved_keys(cls, value: dict[str, Any]) -> dict[str, Any]:
         reserved = sorted(RESERVED_CONFIG_KEYS & value.keys())
         if reserved:
-            raise ValueError(f"rke2.config may not set {', '.join(reserved)}: the manager sets them")
+            raise ValueError(
+                f"rke2.config may not set {', '.join(reserved)}: the manager sets them"
+            )
         for key in value:
             if not re.match(r"^[a-z0-9][a-z0-9-]*$", key):
                 raise ValueError(f"rke2.config key '{key}' is not an RKE2 option name")
@@ -54,7 +56,9 @@ class ClusterCreate(StrictModel):
     @model_validator(mode="after")
     def _needs_a_server(self) -> ClusterCreate:
         if not any(n.role == "server" for n in self.nodes):
-            raise ValueError("a cluster needs at least one server (the first is the initial master)")
+            raise ValueError(
+                "a cluster needs at least one server (the first is the initial master)"
+            )
         return self
 
 

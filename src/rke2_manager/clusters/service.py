@@ -20,15 +20,16 @@ from rke2_manager.clusters.schemas import (
 )
 from rke2_manager.errors import Conflict, InvalidRequest, NotFound
 from rke2_manager.guardrails import ClusterView, NewNode, NodeView, check_identity
-from rke2_manager.models import Cluster, Node, NodeRole
+from rke2_manager.models import Cluster, Node
 from rke2_manager.vault import SecretBox, new_cluster_token, new_ssh_keypair, public_key_of
 
 
-def get_cluster(session: Session, cluster_id: int) -> Cluster:
-    """The cluster with its nodes; NotFound if absent."""
-    cluster = session.scalars(
-        select(Cluster).where(Cluster.id == cluster_id).options(selectinload(Cluster.nodes))
-    ).one_or_none()
+def get_cluster(session: Session, cluster_id: int, with_nodes: bool = True) -> Cluster:
+    """The cluster (with its nodes unless told otherwise); NotFound if absent."""
+    stmt = select(Cluster).where(Cluster.id == cluster_id)
+    if with_nodes:
+        stmt = stmt.options(selectinload(Cluster.nodes))
+    cluster = session.scalars(stmt).one_or_none()
     if cluster is None:
         raise NotFound(f"Cluster {cluster_id} not found")
     return cluster
@@ -45,7 +46,11 @@ def snapshot(cluster: Cluster) -> ClusterView:
     return ClusterView(
         nodes=tuple(
             NodeView(
-                id=n.id, hostname=n.hostname, ip=n.ip, role=n.role, status=n.status,
+                id=n.id,
+                hostname=n.hostname,
+                ip=n.ip,
+                role=n.role,
+                status=n.status,
                 is_initial_master=n.is_initial_master,
             )
             for n in cluster.nodes
@@ -95,15 +100,21 @@ def create_cluster(session: Session, box: SecretBox, body: ClusterCreate, actor:
         token_enc=box.encrypt(new_cluster_token()),
         registration_address=body.registration_address,
     )
-    first_server = next(n for n in body.nodes if n.role == NodeRole.SERVER)
+    first_server = next(n for n in body.nodes if n.role == "server")
     cluster.nodes = [
         Node(hostname=n.hostname, ip=n.ip, role=n.role, is_initial_master=n is first_server)
         for n in body.nodes
     ]
     session.add(cluster)
     session.flush()
-    audit.record(session, actor, "cluster.create", cluster.id, name=cluster.name,
-                 nodes=[n.hostname for n in cluster.nodes])
+    audit.record(
+        session,
+        actor,
+        "cluster.create",
+        cluster.id,
+        name=cluster.name,
+        nodes=[n.hostname for n in cluster.nodes],
+    )
     return cluster
 
 
@@ -170,11 +181,12 @@ def cluster_out(cluster: Cluster) -> ClusterOut:
         name=cluster.name,
         stage=cluster.stage,
         rke2=RKE2Out(
-            version=cluster.rke2_version, channel=cluster.rke2_channel,
-            artifact_dir=cluster.rke2_artifact_dir, config=cluster.rke2_config,
+            version=cluster.rke2_version,
+            channel=cluster.rke2_channel,
+            artifact_dir=cluster.rke2_artifact_dir,
+            config=cluster.rke2_config,
         ),
-        ssh=SSHOut(user=cluster.ssh_user, port=cluster.ssh_port,
-                   public_key=cluster.ssh_public_key),
+        ssh=SSHOut(user=cluster.ssh_user, port=cluster.ssh_port, public_key=cluster.ssh_public_key),
         registration_address=cluster.registration_address,
         kubeconfig_available=cluster.kubeconfig_enc is not None,
         nodes=[node_out(n) for n in cluster.nodes],

@@ -45,7 +45,8 @@ def get_log(
     job = service.get_job(session, job_id)
     lines = service.read_log(session, job_id, after, limit)
     return JobLog(
-        job_id=job.id, status=job.status,
+        job_id=job.id,
+        status=job.status,
         lines=[LogLine(seq=line.seq, text=line.text) for line in lines],
         next_seq=lines[-1].seq if lines else after,
         finished=JobStatus(job.status).is_final,

@@ -59,8 +59,16 @@ class JobLog(BaseModel):
 
 def job_out(job: Any) -> JobOut:
     return JobOut(
-        id=job.id, cluster_id=job.cluster_id, operation=job.operation, status=job.status,
-        reason=job.reason, nodes=[JobNode(**t) for t in job.targets], warnings=job.warnings,
-        requested_by=job.requested_by, predecessor_id=job.predecessor_id,
-        created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
+        id=job.id,
+        cluster_id=job.cluster_id,
+        operation=job.operation,
+        status=job.status,
+        reason=job.reason,
+        nodes=[JobNode(**t) for t in job.targets],
+        warnings=job.warnings,
+        requested_by=job.requested_by,
+        predecessor_id=job.predecessor_id,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
     )

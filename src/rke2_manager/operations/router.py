@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, BackgroundTasks, Query
 
@@ -11,7 +11,6 @@ from rke2_manager.api.deps import (
     ClusterId,
     CtxDep,
     ReadSessionDep,
-    WriteSessionDep,
 )
 from rke2_manager.cluster_lock import ensure_idle
 from rke2_manager.clusters.service import get_cluster, snapshot
@@ -21,7 +20,19 @@ from rke2_manager.operations import service
 from rke2_manager.validation import NodeRefsIn, NodesIn
 
 router = APIRouter(tags=["operations"])
-ACCEPTED = {409: {"description": "Cluster is busy"}, 400: {"description": "Guardrail refused"}}
+ACCEPTED: dict[int | str, dict[str, Any]] = {
+    409: {"description": "Cluster is busy"},
+    400: {"description": "Guardrail refused"},
+}
+
+
+def _fail_fast_if_busy(read: ReadSessionDep, cluster_id: int) -> None:
+    """Answer 409 for a busy cluster from a plain read, without queueing on its row lock.
+
+    Only a shortcut: the authoritative check runs again under the row lock before acquiring.
+    """
+    ensure_idle(get_cluster(read, cluster_id, with_nodes=False))
+    read.rollback()
 
 
 def _accepted(result: service.Accepted) -> OperationAccepted:
@@ -40,19 +51,28 @@ def _accepted(result: service.Accepted) -> OperationAccepted:
 
 @router.post("/api/jobs/install/{cluster_id}", status_code=202, responses=ACCEPTED)
 def install(
-    cluster_id: ClusterId, session: WriteSessionDep, ctx: CtxDep, actor: ActorDep,
+    cluster_id: ClusterId,
+    read: ReadSessionDep,
+    ctx: CtxDep,
+    actor: ActorDep,
     tasks: BackgroundTasks,
 ) -> OperationAccepted:
     """Start the install job for a cluster (409 if another operation holds its lock)."""
-    result = service.start_install(session, ctx.settings, cluster_id, actor)
+    _fail_fast_if_busy(read, cluster_id)
+    with ctx.db.transaction() as session:
+        accepted = _accepted(service.start_install(session, ctx.settings, cluster_id, actor))
     tasks.add_task(ctx.wake_workers)
-    return _accepted(result)
+    return accepted
 
 
 @router.post("/api/clusters/{cluster_id}/scale/add", status_code=202, responses=ACCEPTED)
 def scale_add(
-    cluster_id: ClusterId, body: NodesIn, read: ReadSessionDep, session: WriteSessionDep,
-    ctx: CtxDep, actor: ActorDep, tasks: BackgroundTasks,
+    cluster_id: ClusterId,
+    body: NodesIn,
+    read: ReadSessionDep,
+    ctx: CtxDep,
+    actor: ActorDep,
+    tasks: BackgroundTasks,
 ) -> OperationAccepted:
     """Add nodes. Servers and agents together: the servers' job first (G3, ``sequenced``)."""
     # Probe the supervisor before taking the row lock, so no network wait happens under it.
@@ -64,22 +84,33 @@ def scale_add(
     read.rollback()
     if target is not None and master is not None and master.status == "ACTIVE":
         probe = ctx.prober(target)
-    result = service.start_scale_add(
-        session, ctx.settings, cluster_id, body.nodes, actor, probe, ctx.prober
-    )
+    with ctx.db.transaction() as session:
+        accepted = _accepted(
+            service.start_scale_add(
+                session, ctx.settings, cluster_id, body.nodes, actor, probe, ctx.prober
+            )
+        )
     tasks.add_task(ctx.wake_workers)
-    return _accepted(result)
+    return accepted
 
 
 @router.post("/api/clusters/{cluster_id}/scale/remove", status_code=202, responses=ACCEPTED)
 def scale_remove(
-    cluster_id: ClusterId, body: NodeRefsIn, session: WriteSessionDep, ctx: CtxDep,
-    actor: ActorDep, tasks: BackgroundTasks,
+    cluster_id: ClusterId,
+    body: NodeRefsIn,
+    read: ReadSessionDep,
+    ctx: CtxDep,
+    actor: ActorDep,
+    tasks: BackgroundTasks,
     confirm_master_removal: Annotated[bool, Query()] = False,
 ) -> OperationAccepted:
     """Remove nodes; removing servers needs ``confirm_master_removal=true`` and keeps quorum."""
-    result = service.start_scale_remove(
-        session, ctx.settings, cluster_id, body.nodes, confirm_master_removal, actor
-    )
+    _fail_fast_if_busy(read, cluster_id)
+    with ctx.db.transaction() as session:
+        accepted = _accepted(
+            service.start_scale_remove(
+                session, ctx.settings, cluster_id, body.nodes, confirm_master_removal, actor
+            )
+        )
     tasks.add_task(ctx.wake_workers)
-    return _accepted(result)
+    return accepted

@@ -54,12 +54,20 @@ def _targets(nodes: Sequence[Node]) -> list[dict[str, object]]:
 
 
 def _new_job(
-    cluster: Cluster, operation: Operation, nodes: Sequence[Node], actor: str,
-    warnings: list[str], predecessor: Job | None = None,
+    cluster: Cluster,
+    operation: Operation,
+    nodes: Sequence[Node],
+    actor: str,
+    warnings: list[str],
+    predecessor: Job | None = None,
 ) -> Job:
     return Job(
-        cluster_id=cluster.id, operation=operation, status=JobStatus.QUEUED,
-        targets=_targets(nodes), warnings=list(warnings), requested_by=actor,
+        cluster_id=cluster.id,
+        operation=operation,
+        status=JobStatus.QUEUED,
+        targets=_targets(nodes),
+        warnings=list(warnings),
+        requested_by=actor,
         predecessor_id=predecessor.id if predecessor else None,
     )
 
@@ -88,8 +96,13 @@ def start_install(session: Session, settings: Settings, cluster_id: int, actor: 
 
 
 def start_scale_add(
-    session: Session, settings: Settings, cluster_id: int, nodes: Sequence[NodeIn],
-    actor: str, probe: ProbeResult | None, prober: Prober,
+    session: Session,
+    settings: Settings,
+    cluster_id: int,
+    nodes: Sequence[NodeIn],
+    actor: str,
+    probe: ProbeResult | None,
+    prober: Prober,
 ) -> Accepted:
     """Add nodes: G1 (bootstrap), G4 (identity), then G3 (servers' job first).
 
@@ -101,9 +114,12 @@ def start_scale_add(
     ensure_idle(cluster)
     view = snapshot(cluster)
     target = probe_target(cluster, settings)
-    if target is not None and view.initial_master is not None \
-            and view.initial_master.status == "ACTIVE" \
-            and (probe is None or probe.address != target):
+    if (
+        target is not None
+        and view.initial_master is not None
+        and view.initial_master.status == "ACTIVE"
+        and (probe is None or probe.address != target)
+    ):
         probe = prober(target)
     warnings = check_bootstrap(view, probe, settings.probe_policy)
     new = [NewNode(n.hostname, n.ip, n.role) for n in nodes]
@@ -131,8 +147,15 @@ def start_scale_add(
         session.add(pending)
         session.flush()
         accepted.waiting.append(pending)
-    audit.record(session, actor, "job.scale_add", cluster.id, first.id,
-                 nodes=[n.hostname for n in new], sequenced=accepted.sequenced)
+    audit.record(
+        session,
+        actor,
+        "job.scale_add",
+        cluster.id,
+        first.id,
+        nodes=[n.hostname for n in new],
+        sequenced=accepted.sequenced,
+    )
     return accepted
 
 
@@ -158,8 +181,12 @@ def _resolve(cluster: Cluster, refs: Sequence[NodeRef]) -> list[Node]:
 
 
 def start_scale_remove(
-    session: Session, settings: Settings, cluster_id: int, refs: Sequence[NodeRef],
-    confirm_master_removal: bool, actor: str,
+    session: Session,
+    settings: Settings,
+    cluster_id: int,
+    refs: Sequence[NodeRef],
+    confirm_master_removal: bool,
+    actor: str,
 ) -> Accepted:
     """Remove nodes; servers pass G2 (last server, quorum, even-count warning, confirmation).
 
@@ -179,14 +206,21 @@ def start_scale_remove(
         for node in cluster.nodes:
             node.is_initial_master = node.hostname == plan.new_initial_master.hostname
     operation = (
-        Operation.SCALE_REMOVE_MASTERS if NodeRole.SERVER in roles
+        Operation.SCALE_REMOVE_MASTERS
+        if NodeRole.SERVER in roles
         else Operation.SCALE_REMOVE_WORKERS
     )
     job = _new_job(cluster, operation, nodes, actor, plan.warnings)
     session.add(job)
     acquire_cluster_lock(session, cluster, job, settings.lock_ttl)
-    audit.record(session, actor, "job.scale_remove", cluster.id, job.id,
-                 nodes=[n.hostname for n in nodes], confirmed=confirm_master_removal,
-                 new_initial_master=plan.new_initial_master.hostname
-                 if plan.new_initial_master else None)
+    audit.record(
+        session,
+        actor,
+        "job.scale_remove",
+        cluster.id,
+        job.id,
+        nodes=[n.hostname for n in nodes],
+        confirmed=confirm_master_removal,
+        new_initial_master=plan.new_initial_master.hostname if plan.new_initial_master else None,
+    )
     return Accepted(job=job, warnings=plan.warnings)

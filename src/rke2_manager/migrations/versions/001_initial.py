@@ -61,8 +61,10 @@ def upgrade() -> None:
             name=op.f("ck_nodes_status"),
         ),
         sa.ForeignKeyConstraint(
-            ["cluster_id"], ["clusters.id"],
-            name=op.f("fk_nodes_cluster_id_clusters"), ondelete="CASCADE",
+            ["cluster_id"],
+            ["clusters.id"],
+            name=op.f("fk_nodes_cluster_id_clusters"),
+            ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_nodes")),
         sa.UniqueConstraint("cluster_id", "hostname", name=op.f("uq_nodes_cluster_id_hostname")),

@@ -45,12 +45,16 @@ def upgrade() -> None:
             name=op.f("ck_jobs_status"),
         ),
         sa.ForeignKeyConstraint(
-            ["cluster_id"], ["clusters.id"],
-            name=op.f("fk_jobs_cluster_id_clusters"), ondelete="CASCADE",
+            ["cluster_id"],
+            ["clusters.id"],
+            name=op.f("fk_jobs_cluster_id_clusters"),
+            ondelete="CASCADE",
         ),
         sa.ForeignKeyConstraint(
-            ["predecessor_id"], ["jobs.id"],
-            name=op.f("fk_jobs_predecessor_id_jobs"), ondelete="SET NULL",
+            ["predecessor_id"],
+            ["jobs.id"],
+            name=op.f("fk_jobs_predecessor_id_jobs"),
+            ondelete="SET NULL",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_jobs")),
     )
@@ -64,8 +68,10 @@ def upgrade() -> None:
         sa.Column("text", sa.Text(), nullable=False),
         sa.Column("created_at", TS, nullable=False),
         sa.ForeignKeyConstraint(
-            ["job_id"], ["jobs.id"],
-            name=op.f("fk_job_log_lines_job_id_jobs"), ondelete="CASCADE",
+            ["job_id"],
+            ["jobs.id"],
+            name=op.f("fk_job_log_lines_job_id_jobs"),
+            ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_job_log_lines")),
         sa.UniqueConstraint("job_id", "seq", name=op.f("uq_job_log_lines_job_id_seq")),
