@@ -24,6 +24,8 @@ from rke2_manager.db import Database
 from rke2_manager.models import Base
 from tests.factories import FakeProber, write_playbooks
 
+pytest_plugins = ["tests.lab.fixtures"]
+
 CI = os.environ.get("CI") == "true"
 PG_ADMIN_URL = os.environ.get(
     "RKE2M_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"

@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     """If set, jobs and probes only connect to addresses inside these CIDRs."""
 
     playbook_dir: Path = PACKAGE_DIR / "playbooks"
+    ansible_extra_vars: dict[str, Any] = Field(default_factory=dict)
+    """JSON object merged into every run's extravars (e.g. playbook timeouts)."""
     worker_enabled: bool = True
     worker_concurrency: int = Field(4, ge=1, le=64)
     worker_poll_interval: float = Field(1.0, gt=0)

@@ -8,6 +8,7 @@ run. The lock is released (or handed to the G3 successor) in ``finally``, whatev
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -89,6 +90,8 @@ class Progress:
 
     operation: Operation
     before: dict[str, str]
+    api_address: str = ""
+    kubeconfig: str | None = None
     touched: set[str] = field(default_factory=set)
     done: set[str] = field(default_factory=set)
     failed: dict[str, str] = field(default_factory=dict)
@@ -112,6 +115,9 @@ def prepare(ctx: AppContext, fence: Fence) -> tuple[RunSpec, Progress]:
         progress = Progress(
             operation, {n.hostname: n.status for n in all_nodes if n.hostname in names}
         )
+        master = next((n for n in all_nodes if n.is_initial_master), None)
+        registration = cluster.registration_address or (master.ip if master else None)
+        progress.api_address = registration or ""
         mark = NodeStatus.REMOVING if operation.removes else NodeStatus.INSTALLING
         for node in all_nodes:
             if node.hostname in names:
@@ -119,8 +125,6 @@ def prepare(ctx: AppContext, fence: Fence) -> tuple[RunSpec, Progress]:
         if operation == Operation.INSTALL:
             cluster.stage = ClusterStage.INSTALLING
         job.started_at = utcnow()
-        master = next((n for n in all_nodes if n.is_initial_master), None)
-        registration = cluster.registration_address or (master.ip if master else None)
         spec = RunSpec(
             playbook=ctx.settings.playbook_dir / f"{operation.value}.yml",
             hosts=[
@@ -131,6 +135,7 @@ def prepare(ctx: AppContext, fence: Fence) -> tuple[RunSpec, Progress]:
             ssh_port=cluster.ssh_port,
             ssh_key=ctx.box.decrypt(cluster.ssh_private_key_enc),
             extravars={
+                **ctx.settings.ansible_extra_vars,
                 "rke2m_cluster": cluster.name,
                 "rke2m_operation": operation.value,
                 "rke2_version": cluster.rke2_version or "",
@@ -201,9 +206,13 @@ def finish(
         job.status, job.reason, job.finished_at = status, reason, utcnow()
         if progress is not None:
             settle_nodes(session, claim, progress, status == JobStatus.SUCCEEDED)
+        cluster = session.get(Cluster, claim.cluster_id)
+        assert cluster is not None
+        if progress is not None and progress.kubeconfig:
+            cluster.kubeconfig_enc = ctx.box.encrypt(
+                reachable_kubeconfig(progress.kubeconfig, progress.api_address)
+            )
         if job.operation == Operation.INSTALL:
-            cluster = session.get(Cluster, claim.cluster_id)
-            assert cluster is not None
             cluster.stage = (
                 ClusterStage.READY if status == JobStatus.SUCCEEDED else ClusterStage.FAILED
             )
@@ -236,6 +245,16 @@ def finish(
                 )
             )
         release_cluster_lock(session, claim.cluster_id, claim.job_id, claim.token)
+
+
+def reachable_kubeconfig(text: str, address: str) -> str:
+    """RKE2 writes ``server: https://127.0.0.1:6443``; point it at the cluster instead."""
+    if not address:
+        return text
+    host = f"[{address}]" if ":" in address else address
+    return re.sub(
+        r"(server:\s*https://)(127\.0\.0\.1|localhost|\[::1\])(:\d+)", rf"\g<1>{host}\g<3>", text
+    )
 
 
 def _outcome_reason(status: str, rc: int | None, progress: Progress, timeout: int) -> str:
@@ -278,6 +297,7 @@ def execute(ctx: AppContext, claim: Claim, stop: StopSignal) -> None:
             should_cancel=stop.is_set,
         )
         logw.flush()
+        progress.kubeconfig = outcome.kubeconfig
         if outcome.status == "successful" and not progress.failed:
             status, reason = JobStatus.SUCCEEDED, None
         elif stop.is_set() and not progress.failed:

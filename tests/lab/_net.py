@@ -73,6 +73,22 @@ def create_bridge(name: str, gateway: ipaddress.IPv4Interface) -> None:
     ip("link", "add", name, "type", "bridge")
     ip("addr", "add", str(gateway), "dev", name)
     ip("link", "set", name, "up")
+    # quickack: no 40 ms delayed ACKs in SSH handshakes (halves the cost of a connection).
+    ip(
+        "route",
+        "replace",
+        str(gateway.network),
+        "dev",
+        name,
+        "proto",
+        "kernel",
+        "scope",
+        "link",
+        "src",
+        str(gateway.ip),
+        "quickack",
+        "1",
+    )
 
 
 def create_host_link(bridge: str, netns: str, veth: str, addr: ipaddress.IPv4Interface) -> None:
@@ -83,7 +99,29 @@ def create_host_link(bridge: str, netns: str, veth: str, addr: ipaddress.IPv4Int
     ip("-n", netns, "addr", "add", str(addr), "dev", "eth0")
     ip("-n", netns, "link", "set", "lo", "up")
     ip("-n", netns, "link", "set", "eth0", "up")
-    ip("-n", netns, "route", "add", "default", "dev", "eth0")
+    ip(
+        "-n",
+        netns,
+        "route",
+        "replace",
+        str(addr.network),
+        "dev",
+        "eth0",
+        "proto",
+        "kernel",
+        "scope",
+        "link",
+        "src",
+        str(addr.ip),
+        "quickack",
+        "1",
+    )
+    default_route(netns)
+
+
+def default_route(netns: str) -> None:
+    """On-link default route, so Ansible facts find a default IPv4 interface."""
+    ip("-n", netns, "route", "replace", "default", "dev", "eth0", "quickack", "1")
 
 
 def netns_pids(netns: str) -> list[int]:

@@ -19,6 +19,28 @@ def children(pid: int) -> list[int]:
     return [int(p) for p in text.split()]
 
 
+def _nspids(pid: int) -> list[str]:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return []
+    for line in status.splitlines():
+        if line.startswith("NSpid:"):
+            return line.split()[1:]
+    return []
+
+
+def is_ns_init(pid: int) -> bool:
+    """True if pid is PID 1 of a nested PID namespace (a lab host's init)."""
+    ids = _nspids(pid)
+    return len(ids) > 1 and ids[-1] == "1"
+
+
+def in_nested_pidns(pid: int) -> bool:
+    """True if pid lives in a PID namespace below the one we run in."""
+    return len(_nspids(pid)) > 1
+
+
 def alive(pid: int) -> bool:
     """True while pid exists and is not a zombie."""
     try:
@@ -28,8 +50,7 @@ def alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def wait_gone(pids: Iterable[int], timeout: float,
-              reap: Callable[[], None] = lambda: None) -> bool:
+def wait_gone(pids: Iterable[int], timeout: float, reap: Callable[[], None] = lambda: None) -> bool:
     """Wait until none of pids is alive; False if some still are after timeout seconds.
 
     reap is called on every round, to collect the caller's own exited children.
@@ -46,15 +67,34 @@ def wait_gone(pids: Iterable[int], timeout: float,
     return True
 
 
-def kill_ssh_clients(ips: Iterable[str]) -> None:
-    """End ssh clients (e.g. Ansible's ControlPersist masters) still talking to ips.
+def sockets_to(ips: set[str]) -> set[str]:
+    """Inodes of this namespace's TCP sockets whose peer is one of ips."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp",):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            peer_hex = fields[2].split(":")[0]
+            peer = ".".join(str(b) for b in reversed(bytes.fromhex(peer_hex)))
+            if peer in ips:
+                inodes.add(fields[9])
+    return inodes
 
-    A lab's addresses are reused by later labs; a lingering control master for a dead host
-    would make the next lab's first connection hang.
+
+def kill_ssh_clients(ips: Iterable[str]) -> None:
+    """End ssh clients (e.g. Ansible's ControlPersist masters) still connected to ips.
+
+    A lab's addresses are reused by later labs; a control master left talking to a dead host
+    would make the next lab's connections hang. Masters rename themselves
+    (``ssh: /root/.ansible/cp/… [mux]``), so they are found by their sockets too.
     """
     targets = set(ips)
     if not targets:
         return
+    inodes = {f"socket:[{i}]" for i in sockets_to(targets)}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -62,9 +102,9 @@ def kill_ssh_clients(ips: Iterable[str]) -> None:
             if (entry / "comm").read_text().strip() != "ssh":
                 continue
             argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            fds = {os.readlink(fd) for fd in (entry / "fd").iterdir()} if inodes else set()
         except OSError:
             continue
-        words = {a.rsplit("@", 1)[-1] for a in argv}
-        if words & targets:
+        if {a.rsplit("@", 1)[-1] for a in argv} & targets or fds & inodes:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(int(entry.name), signal.SIGTERM)

@@ -18,9 +18,7 @@ import ipaddress
 import json
 import os
 import random
-import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -30,12 +28,12 @@ from types import TracebackType
 
 from tests.lab import _hostfs, _net
 from tests.lab._net import LabError
-from tests.lab._proc import children, kill_ssh_clients, wait_gone
-from tests.lab.ssh import RunResult, SshClient
+from tests.lab._proc import children
+from tests.lab._teardown import BASE_DIR, reap_stale, teardown
+from tests.lab.ssh import RunResult, SshClient, wait_port
 
 __all__ = ["Lab", "LabError", "LabHost", "RunResult"]
 
-BASE_DIR = Path("/var/tmp/rke2-lab")
 HOST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -56,12 +54,17 @@ class Lab:
     ``Lab(3)`` names the hosts node1..node3; ``Lab(["m1", "w1"])`` uses the given names.
     """
 
-    def __init__(self, hosts: int | Sequence[str] = 3, *, ssh_timeout: float = 15.0) -> None:
+    def __init__(
+        self,
+        hosts: int | Sequence[str] = 3,
+        *,
+        on_subnet: Callable[[str], None] | None = None,
+    ) -> None:
         names = [f"node{i + 1}" for i in range(hosts)] if isinstance(hosts, int) else list(hosts)
         if not names or len(set(names)) != len(names):
             raise ValueError(f"need distinct host names, got {names!r}")
         self.names = names
-        self.ssh_timeout = ssh_timeout
+        self.on_subnet = on_subnet  # told the lab's subnet before anything connects to it
         self.id = f"{random.getrandbits(24):06x}"
         self.bridge = f"rlab{self.id}br"
         self.dir = BASE_DIR / self.id
@@ -69,7 +72,7 @@ class Lab:
         self.gateway = ""
         self.subnet = ""
         self._init: dict[str, subprocess.Popen[bytes]] = {}
-        self._sshd: dict[str, subprocess.Popen[bytes]] = {}
+        self._owned = False  # set once self.dir is ours: close() never touches another lab
         self.ssh: SshClient | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -98,6 +101,7 @@ class Lab:
 
     def _start(self) -> None:
         self.dir.mkdir(parents=True)
+        self._owned = True
         self._save_record()
         _hostfs.keygen(self.dir / "id_ed25519", f"rke2-lab-{self.id}")
         with _net.allocation_lock():
@@ -105,6 +109,8 @@ class Lab:
             gw = ipaddress.IPv4Interface(f"{net[1]}/{net.prefixlen}")
             self.gateway, self.subnet = str(gw.ip), str(net)
             _net.create_bridge(self.bridge, gw)
+        if self.on_subnet is not None:
+            self.on_subnet(self.subnet)
         for i, name in enumerate(self.names):
             host = LabHost(
                 name=name,
@@ -117,7 +123,7 @@ class Lab:
             self._save_record()
             addr = ipaddress.IPv4Interface(f"{host.ip}/{net.prefixlen}")
             _net.create_host_link(self.bridge, host.netns, host.veth, addr)
-        self.ssh = SshClient(self.dir / "id_ed25519", timeout=self.ssh_timeout)
+        self.ssh = SshClient(self.dir / "id_ed25519")
         pub = (self.dir / "id_ed25519.pub").read_text()
         for host in self.hosts:
             _hostfs.prepare(host.dir, host.name, [(h.name, h.ip) for h in self.hosts], pub)
@@ -129,7 +135,6 @@ class Lab:
                     log = (host.dir / "boot.log").read_text(errors="replace")
                     raise LabError(f"host {host.name} failed to boot: {log}")
                 time.sleep(0.01)
-            self.start_sshd(host.name, wait=False)
         for host in self.hosts:
             self.wait_ssh(host.name)
 
@@ -137,10 +142,21 @@ class Lab:
         script = _hostfs.boot_script(host.dir, host.name)
         cmd = ["ip", "netns", "exec", host.netns, "unshare", "--mount", "--uts", "--pid"]
         cmd += ["--fork", "--mount-proc", "--propagation", "private", "sh", "-ec", script]
-        env = {"PATH": HOST_PATH, "LAB_READY": str(host.dir / "ready"), "LANG": "C.UTF-8"}
+        env = {
+            "PATH": HOST_PATH,
+            "LAB_READY": str(host.dir / "ready"),
+            "LANG": "C.UTF-8",
+            "LAB_SSHD": json.dumps(_hostfs.sshd_argv(host.dir)),
+            "LAB_SSHD_LOG": str(host.dir / "sshd.log"),
+        }
         with (host.dir / "boot.log").open("wb") as log:
             self._init[host.name] = subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, cwd="/",
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                env=env,
+                cwd="/",
                 start_new_session=True,
             )
 
@@ -149,26 +165,35 @@ class Lab:
 
         Safe to call twice and on a half-built lab; raises LabError if something stays behind.
         """
-        ours = [*self._sshd.values(), *self._init.values()]
+        if not self._owned:
+            return
+        ours = list(self._init.values())
 
         def reap() -> None:
-            # nsenter/unshare are our children: until reaped, the PID namespace cannot end.
+            # Our unshare processes: until reaped, their hosts' PID namespaces cannot end.
             for proc in ours:
                 proc.poll()
 
-        problems = teardown(self.bridge, [(h.netns, h.veth) for h in self.hosts], self.dir,
-                            [h.ip for h in self.hosts], reap)
+        problems = teardown(
+            self.bridge,
+            [(h.netns, h.veth) for h in self.hosts],
+            self.dir,
+            [h.ip for h in self.hosts],
+            reap,
+        )
         for proc in ours:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=5)
-        self._sshd.clear()
         self._init.clear()
         if problems:
             raise LabError("lab teardown left things behind: " + "; ".join(problems))
 
     def _save_record(self) -> None:
-        record = {"owner": os.getpid(), "bridge": self.bridge,
-                  "hosts": [[h.netns, h.veth, h.ip] for h in self.hosts]}
+        record = {
+            "owner": os.getpid(),
+            "bridge": self.bridge,
+            "hosts": [[h.netns, h.veth, h.ip] for h in self.hosts],
+        }
         (self.dir / "lab.json").write_text(json.dumps(record))
 
     # -- access ----------------------------------------------------------------------------
@@ -197,11 +222,23 @@ class Lab:
             raise LabError("lab is not started")
         return self.ssh
 
-    def run(self, host: str, cmd: str, *, timeout: float = 60, check: bool = False,
-            input: str | None = None) -> RunResult:
+    def run(
+        self,
+        host: str,
+        cmd: str,
+        *,
+        timeout: float = 60,
+        check: bool = False,
+        input: str | None = None,
+    ) -> RunResult:
         """Run a shell command on host over real SSH as root (see SshClient.run)."""
-        return self._client().run(self.host(host).ip, cmd, timeout=timeout, check=check,
-                                  input=input)
+        return self._client().run(
+            self.host(host).ip, cmd, timeout=timeout, check=check, input=input
+        )
+
+    def ssh_args(self, host: str) -> list[str]:
+        """ssh argv prefix logging in as root on host; append a command."""
+        return self._client().args(self.host(host).ip)
 
     def put(self, host: str, src: Path, dest: str) -> None:
         """Copy a local file or directory to dest on host (scp -r)."""
@@ -211,8 +248,14 @@ class Lab:
         """Run argv inside host's namespaces without SSH (works while sshd or the link is down)."""
         pid = self._init_pid(host)
         cmd = ["nsenter", "-t", str(pid), "-m", "-u", "-n", "-p", "--wd=/", "--", *argv]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                              env={"PATH": HOST_PATH, "LANG": "C.UTF-8"}, check=False)
+        proc = subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={"PATH": HOST_PATH, "LANG": "C.UTF-8"},
+            check=False,
+        )
         return RunResult(proc.returncode, proc.stdout, proc.stderr)
 
     def _init_pid(self, host: str) -> int:
@@ -223,27 +266,16 @@ class Lab:
 
     # -- failure injection -----------------------------------------------------------------
     def start_sshd(self, host: str, *, wait: bool = True) -> None:
-        """(Re)start host's sshd in the host's namespaces; wait until it answers if wait."""
-        h = self.host(host)
-        cmd = ["nsenter", "-t", str(self._init_pid(host)), "-m", "-u", "-n", "-p", "--wd=/",
-               "--", "/usr/sbin/sshd", "-D", "-e", "-f", str(h.dir / "sshd_config")]
-        with (h.dir / "sshd.log").open("ab") as log:
-            self._sshd[host] = subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                env={"PATH": HOST_PATH, "LANG": "C.UTF-8"}, start_new_session=True,
-            )
+        """Start host's sshd again after stop_sshd(); wait until it answers if wait."""
+        os.kill(self._init_pid(host), signal.SIGUSR2)
         if wait:
             self.wait_ssh(host)
 
-    def stop_sshd(self, host: str) -> None:
+    def stop_sshd(self, host: str, timeout: float = 10) -> None:
         """Stop host's sshd listener (open sessions and other processes keep running)."""
-        proc = self._sshd.pop(host, None)
-        if proc is None:
-            return
-        for pid in children(proc.pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-        proc.wait(timeout=10)
+        os.kill(self._init_pid(host), signal.SIGUSR1)
+        if not wait_port(self.host(host).ip, 22, timeout, open=False):
+            raise LabError(f"sshd on {host} still answers after {timeout}s")
 
     def link_down(self, host: str) -> None:
         """Take host off the network: packets to it are dropped, as for a dead machine."""
@@ -253,66 +285,10 @@ class Lab:
         """Bring host back on the network (restores its default route)."""
         ns = self.host(host).netns
         _net.ip("-n", ns, "link", "set", "eth0", "up")
-        _net.ip("-n", ns, "route", "replace", "default", "dev", "eth0")
+        _net.default_route(ns)
 
     def wait_ssh(self, host: str, timeout: float = 10) -> None:
         """Block until host's sshd sends its banner; LabError after timeout seconds."""
         addr = self.host(host).ip
-        deadline = time.monotonic() + timeout
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection((addr, 22), 1) as s:
-                s.settimeout(1)
-                if s.recv(8).startswith(b"SSH-"):
-                    return
-            if time.monotonic() > deadline:
-                raise LabError(f"sshd on {host} ({addr}) did not answer in {timeout}s")
-            time.sleep(0.02)
-
-
-def teardown(bridge: str, hosts: Sequence[tuple[str, str]], labdir: Path,
-             ips: Sequence[str], reap: Callable[[], None] = lambda: None) -> list[str]:
-    """Remove one lab's processes, links, namespaces, bridge and files; return what failed."""
-    problems: list[str] = []
-    pids = [pid for netns, _ in hosts for pid in _net.netns_pids(netns)]
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    if not wait_gone(pids, timeout=10, reap=reap):
-        problems.append(f"processes survived SIGKILL: {pids}")
-    kill_ssh_clients(ips)
-    for netns, veth in hosts:
-        for step, arg in ((_net.delete_link, veth), (_net.delete_netns, netns)):
-            try:
-                step(arg)
-            except LabError as exc:
-                problems.append(str(exc))
-    try:
-        _net.delete_link(bridge)
-    except LabError as exc:
-        problems.append(str(exc))
-    if labdir.exists():
-        shutil.rmtree(labdir, ignore_errors=True)
-        if labdir.exists():
-            problems.append(f"could not remove {labdir}")
-    return problems
-
-
-def reap_stale() -> None:
-    """Tear down labs whose owning process is gone (a crashed or killed test run)."""
-    if not BASE_DIR.is_dir():
-        return
-    for record_file in BASE_DIR.glob("*/lab.json"):
-        try:
-            record = json.loads(record_file.read_text())
-            os.kill(record["owner"], 0)
-        except ProcessLookupError:
-            hosts = [(ns, veth) for ns, veth, _ in record["hosts"]]
-            teardown(record["bridge"], hosts, record_file.parent,
-                     [ip for _, _, ip in record["hosts"]])
-        except (OSError, ValueError, KeyError):
-            continue
-    with contextlib.suppress(OSError):
-        for d in BASE_DIR.iterdir():
-            if not (d / "lab.json").exists() and time.time() - d.stat().st_mtime > 3600:
-                shutil.rmtree(d, ignore_errors=True)
-
+        if not wait_port(addr, 22, timeout, banner=b"SSH-"):
+            raise LabError(f"sshd on {host} ({addr}) did not answer in {timeout}s")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,12 +16,15 @@ if TYPE_CHECKING:
     from tests.lab.hosts import Lab
 
 # Lab hosts get fresh host keys on every run, so known_hosts must stay out of the way.
-SSH_COMMON_ARGS = (
-    "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR"
-)
+SSH_COMMON_ARGS = "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR"
 SSH_OPTIONS = (
     *SSH_COMMON_ARGS.split(),
-    "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "ConnectTimeout=5",
+    "-o",
+    "BatchMode=yes",
+    "-o",
+    "IdentitiesOnly=yes",
+    "-o",
+    "ConnectTimeout=5",
 )
 
 
@@ -43,25 +48,36 @@ class CommandFailed(RuntimeError):
 class SshClient:
     """Runs commands as root on lab hosts with one private key."""
 
-    def __init__(self, key: Path, timeout: float = 15.0) -> None:
+    def __init__(self, key: Path) -> None:
         self.key = key
-        self.timeout = timeout
 
     def args(self, ip: str) -> list[str]:
         """ssh argv prefix that logs in as root@ip."""
         return ["ssh", "-i", str(self.key), *SSH_OPTIONS, f"root@{ip}"]
 
-    def run(self, ip: str, cmd: str, *, timeout: float = 60, check: bool = False,
-            input: str | None = None) -> RunResult:
+    def run(
+        self,
+        ip: str,
+        cmd: str,
+        *,
+        timeout: float = 60,
+        check: bool = False,
+        input: str | None = None,
+    ) -> RunResult:
         """Run cmd through root's shell on ip.
 
         rc 255 means SSH itself failed; a timeout gives rc -9 instead of raising. With check,
         raises CommandFailed on a non-zero rc.
         """
         try:
-            proc = subprocess.run([*self.args(ip), cmd], capture_output=True, text=True,
-                                  timeout=timeout, input=input,
-                                  stdin=None if input is not None else subprocess.DEVNULL)
+            proc = subprocess.run(
+                [*self.args(ip), cmd],
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                input=input,
+                stdin=None if input is not None else subprocess.DEVNULL,
+            )
             res = RunResult(proc.returncode, proc.stdout, proc.stderr)
         except subprocess.TimeoutExpired as exc:
             res = RunResult(-9, _text(exc.stdout), _text(exc.stderr) + "\n[timed out]")
@@ -75,6 +91,26 @@ class SshClient:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
         if proc.returncode != 0:
             raise CommandFailed(f"scp {src} -> {ip}:{dest} failed: {proc.stderr}")
+
+
+def wait_port(
+    ip: str, port: int, timeout: float, *, open: bool = True, banner: bytes = b""
+) -> bool:
+    """Wait until ip:port accepts connections (sending banner first, if given) or, with
+    open=False, refuses them; False if that did not happen within timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((ip, port), 1) as s:
+                s.settimeout(1)
+                ok = not banner or s.recv(len(banner)).startswith(banner)
+        except OSError:
+            ok = False
+        if ok == open:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
 
 
 def _text(data: bytes | str | None) -> str:
@@ -98,14 +134,17 @@ def host_vars(lab: Lab, name: str, *, python: str | None = "/usr/bin/python3") -
     return out
 
 
-def inventory(lab: Lab, groups: Mapping[str, Sequence[str]] | None = None,
-              **kwargs: Any) -> dict[str, Any]:
+def inventory(
+    lab: Lab, groups: Mapping[str, Sequence[str]] | None = None, **kwargs: Any
+) -> dict[str, Any]:
     """An Ansible inventory (as for ansible-runner's ``inventory=``) of every lab host.
 
     groups maps group names to host names, e.g. ``{"servers": ["m1"], "agents": ["w1"]}``.
     """
     hosts = {h.name: host_vars(lab, h.name, **kwargs) for h in lab.hosts}
-    children = {g: {"hosts": {n: {} for n in members}} for g, members in (groups or {}).items()}
+    children: dict[str, Any] = {
+        g: {"hosts": {n: {} for n in members}} for g, members in (groups or {}).items()
+    }
     return {"all": {"hosts": hosts, "children": children}}
 
 

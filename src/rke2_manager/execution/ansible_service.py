@@ -53,6 +53,8 @@ class RunOutcome:
     status: str
     """ansible-runner's status: successful, failed, canceled, timeout."""
     rc: int | None
+    kubeconfig: str | None = None
+    """What the playbook fetched to ``rke2m_kubeconfig_dest``, if anything."""
 
 
 def build_inventory(spec: RunSpec) -> dict[str, Any]:
@@ -128,12 +130,13 @@ def run_playbook(
             on_output(redact(str(stdout), secrets).splitlines())
         return False  # ours is the only copy of the event we need: do not keep it on disk
 
+    kubeconfig = Path(private_dir) / "kubeconfig.yaml"
     try:
         runner = ansible_runner.run(
             private_data_dir=private_dir,
             playbook=str(spec.playbook.resolve()),
             inventory=build_inventory(spec),
-            extravars=spec.extravars,
+            extravars={**spec.extravars, "rke2m_kubeconfig_dest": str(kubeconfig)},
             envvars=_envvars(spec),
             ssh_key=spec.ssh_key,
             suppress_env_files=True,
@@ -142,6 +145,7 @@ def run_playbook(
             event_handler=handle,
             cancel_callback=should_cancel,
         )
-        return RunOutcome(status=str(runner.status), rc=runner.rc)
+        fetched = kubeconfig.read_text() if kubeconfig.is_file() else None
+        return RunOutcome(status=str(runner.status), rc=runner.rc, kubeconfig=fetched)
     finally:
         shutil.rmtree(private_dir, ignore_errors=True)

@@ -23,15 +23,15 @@ sys.exit({module}.main(sys.argv[1:]))
 """
 
 
-def install_systemd_standin(usr_local: Path) -> None:
-    """Install stand-in systemctl/journalctl into a directory seen by a host as /usr/local."""
+def install_systemd_standin(usr_local: Path, usr_bin: Path) -> None:
+    """Install stand-in systemctl/journalctl: code into usr_local (seen as /usr/local),
+    launchers into usr_bin (seen as /usr/bin, where a real systemd host has them)."""
     lib = usr_local / "lib" / "lab-systemd"
     lib.mkdir(parents=True, exist_ok=True)
     for src in SYSTEMD_SRC.glob("*.py"):
         shutil.copy2(src, lib / src.name)
-    bin_dir = usr_local / "bin"
-    bin_dir.mkdir(parents=True, exist_ok=True)
+    usr_bin.mkdir(parents=True, exist_ok=True)
     for tool in ("systemctl", "journalctl"):
-        path = bin_dir / tool
+        path = usr_bin / tool
         path.write_text(LAUNCHER.format(python=host_python(), module=tool))
         path.chmod(0o755)

@@ -60,8 +60,13 @@ class Supervisor:
             units.write_state(self.name, result="exit-code" if failed else "success", status=rc)
             if restart == "always" or (restart == "on-failure" and failed):
                 nrestarts += 1
-                units.write_state(self.name, active="activating", sub="auto-restart",
-                                  main_pid=0, nrestarts=nrestarts)
+                units.write_state(
+                    self.name,
+                    active="activating",
+                    sub="auto-restart",
+                    main_pid=0,
+                    nrestarts=nrestarts,
+                )
                 self.log(f"{self.name}: Scheduled restart job, restart counter is at {nrestarts}.")
                 end = time.monotonic() + delay
                 while time.monotonic() < end and not self.stopping:
@@ -69,8 +74,12 @@ class Supervisor:
                 if self.stopping:
                     return self.finish()
                 continue
-            units.write_state(self.name, active="failed" if failed else "inactive",
-                              sub="failed" if failed else "dead", main_pid=0)
+            units.write_state(
+                self.name,
+                active="failed" if failed else "inactive",
+                sub="failed" if failed else "dead",
+                main_pid=0,
+            )
             return rc
 
     def run_once(self) -> int:
@@ -86,8 +95,13 @@ class Supervisor:
                 return rc
         spec = self.unit.get("Service", "ExecStart")
         self.proc = subprocess.Popen(
-            shlex.split(spec.lstrip("-@+!")), env=self.env, stdin=subprocess.DEVNULL,
-            stdout=self.journal, stderr=self.journal, start_new_session=True, cwd="/",
+            shlex.split(spec.lstrip("-@+!")),
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=self.journal,
+            stderr=self.journal,
+            start_new_session=True,
+            cwd="/",
         )
         stype = self.unit.get("Service", "Type", "simple")
         units.write_state(self.name, active="activating", sub="start", main_pid=self.proc.pid)
@@ -104,12 +118,12 @@ class Supervisor:
                 for line in msg.split("\n"):
                     if line.startswith("STATUS="):
                         units.write_state(self.name, status_text=line[7:])
-            rc = self.proc.poll()
-            if rc is not None:
+            status = self.proc.poll()
+            if status is not None:
                 if not ready and not self.stopping:
                     self.start_failed()
-                self.log(f"{self.name}: Main process exited, status={rc}")
-                return rc
+                self.log(f"{self.name}: Main process exited, status={status}")
+                return status
             if self.stopping:
                 self.kill_main()
 
@@ -126,9 +140,15 @@ class Supervisor:
         """Run an ExecStartPre/ExecStopPost line; a leading '-' makes failure harmless."""
         ignore = spec.startswith("-")
         try:
-            rc = subprocess.run(shlex.split(spec.lstrip("-@+!")), env=self.env,
-                                stdin=subprocess.DEVNULL, stdout=self.journal,
-                                stderr=self.journal, check=False, timeout=60).returncode
+            rc = subprocess.run(
+                shlex.split(spec.lstrip("-@+!")),
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=self.journal,
+                stderr=self.journal,
+                check=False,
+                timeout=60,
+            ).returncode
         except (OSError, subprocess.TimeoutExpired) as exc:
             self.log(f"{spec}: {exc}")
             rc = 1

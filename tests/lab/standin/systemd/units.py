@@ -107,8 +107,12 @@ def parse(text: str) -> dict[str, list[tuple[str, str]]]:
 
 def environment(unit: Unit) -> dict[str, str]:
     """The service's environment: a clean systemd-like base plus Environment(File)= values."""
-    env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-           "LANG": "C.UTF-8", "HOME": "/root", "INVOCATION_ID": os.urandom(16).hex()}
+    env = {
+        "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "LANG": "C.UTF-8",
+        "HOME": "/root",
+        "INVOCATION_ID": os.urandom(16).hex(),
+    }
     for spec in unit.all("Service", "EnvironmentFile"):
         optional, path = spec.startswith("-"), spec.lstrip("-")
         try:
@@ -124,7 +128,7 @@ def environment(unit: Unit) -> dict[str, str]:
                 env[key.strip()] = value.strip().strip("\"'")
     for spec in unit.all("Service", "Environment"):
         for item in spec.split():
-            key, _, value = item.strip("\"").partition("=")
+            key, _, value = item.strip('"').partition("=")
             env[key] = value
     return env
 
@@ -160,9 +164,18 @@ def pid_alive(pid: int) -> bool:
 
 def read_state(name: str) -> dict[str, Any]:
     """The unit's runtime state; a unit whose supervisor died is reported failed."""
-    state: dict[str, Any] = {"active": "inactive", "sub": "dead", "main_pid": 0,
-                             "supervisor": 0, "result": "success", "start_failures": 0,
-                             "nrestarts": 0, "status": 0, "since": 0.0, "active_since": 0.0}
+    state: dict[str, Any] = {
+        "active": "inactive",
+        "sub": "dead",
+        "main_pid": 0,
+        "supervisor": 0,
+        "result": "success",
+        "start_failures": 0,
+        "nrestarts": 0,
+        "status": 0,
+        "since": 0.0,
+        "active_since": 0.0,
+    }
     with contextlib.suppress(OSError, ValueError):
         state.update(json.loads(state_path(name).read_text()))
     if state["active"] in ("active", "activating", "deactivating", "reloading") and not pid_alive(

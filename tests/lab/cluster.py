@@ -1,0 +1,98 @@
+"""Helpers to drive and inspect the stand-in RKE2 on lab hosts from tests."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import ssl
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from tests.lab.hosts import Lab
+from tests.lab.ssh import RunResult
+
+ARTIFACT_DEST = "/root/rke2-artifacts"
+KUBECTL = "/var/lib/rancher/rke2/bin/kubectl --kubeconfig /etc/rancher/rke2/rke2.yaml"
+STATE_FILE = "/var/lib/rancher/rke2/server/db/etcd/standin-state.json"
+
+
+def push_artifact(lab: Lab, host: str, artifact: Path, dest: str = ARTIFACT_DEST) -> None:
+    """Copy an artifact directory (see build_artifact) to dest on host."""
+    lab.run(host, f"rm -rf {shlex.quote(dest)}", check=True)
+    lab.put(host, artifact, dest)
+
+
+def install(lab: Lab, host: str, role: str = "server", dest: str = ARTIFACT_DEST) -> RunResult:
+    """Run the artifact's install.sh on host as the playbooks do."""
+    env = f"INSTALL_RKE2_ARTIFACT_PATH={shlex.quote(dest)}"
+    if role == "agent":
+        env += " INSTALL_RKE2_TYPE=agent"
+    return lab.run(host, f"{env} sh {shlex.quote(dest)}/install.sh")
+
+
+def yaml_config(config: dict[str, Any]) -> str:
+    """A config.yaml text (flat keys, scalars or lists of scalars)."""
+    lines = []
+    for key, value in config.items():
+        if isinstance(value, list):
+            lines.append(f"{key}:")
+            lines += [f"  - {json.dumps(str(v))}" for v in value]
+        else:
+            lines.append(f"{key}: {json.dumps(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def write_config(lab: Lab, host: str, config: dict[str, Any]) -> None:
+    """Write /etc/rancher/rke2/config.yaml on host."""
+    lab.run(
+        host,
+        "mkdir -p /etc/rancher/rke2 && cat > /etc/rancher/rke2/config.yaml",
+        input=yaml_config(config),
+        check=True,
+    )
+
+
+def start(lab: Lab, host: str, role: str = "server", timeout: float = 60) -> RunResult:
+    """``systemctl start rke2-<role>`` on host (blocks until ready, like systemd)."""
+    return lab.run(host, f"systemctl start rke2-{role}", timeout=timeout)
+
+
+def token(lab: Lab, host: str) -> str:
+    """The cluster token a server wrote (``K10<ca hash>::server:<password>``)."""
+    return lab.run(host, "cat /var/lib/rancher/rke2/server/token", check=True).stdout.strip()
+
+
+def kubectl(lab: Lab, host: str, args: str, timeout: float = 60) -> RunResult:
+    """Run RKE2's kubectl with the admin kubeconfig on a server."""
+    return lab.run(host, f"{KUBECTL} {args}", timeout=timeout)
+
+
+def node_status(lab: Lab, host: str) -> dict[str, str]:
+    """Node name -> STATUS column (``Ready``, ``NotReady``, ``Ready,SchedulingDisabled``)."""
+    out = kubectl(lab, host, "get nodes --no-headers")
+    if not out.ok:
+        raise AssertionError(f"kubectl get nodes on {host} failed: {out.stderr}")
+    return {line.split()[0]: line.split()[1] for line in out.stdout.splitlines() if line.strip()}
+
+
+def etcd_members(lab: Lab, host: str) -> dict[str, str]:
+    """Etcd members (name -> address) in the stand-in's replicated state on server host."""
+    out = lab.run(host, f"cat {STATE_FILE}", check=True).stdout
+    members: dict[str, str] = json.loads(out)["members"]
+    return members
+
+
+def supervisor_get(ip: str, path: str, ca_pem: str | None = None, timeout: float = 5) -> str:
+    """GET https://ip:9345/path from the manager; verify against ca_pem when given."""
+    ctx = ssl.create_default_context(cadata=ca_pem)
+    if ca_pem is None:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    # No proxy: lab addresses are only reachable directly.
+    opener = urllib.request.build_opener(
+        urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=ctx)
+    )
+    with opener.open(f"https://{ip}:9345{path}", timeout=timeout) as r:
+        body: bytes = r.read()
+    return body.decode()
