@@ -26,7 +26,12 @@ def lock_cluster_row(session: Session, cluster_id: int, with_nodes: bool = True)
 
     Raises NotFound if there is no such cluster.
     """
-    stmt = select(Cluster).where(Cluster.id == cluster_id).with_for_update()
+    stmt = (
+        select(Cluster)
+        .where(Cluster.id == cluster_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
     if with_nodes:
         stmt = stmt.options(selectinload(Cluster.nodes))
     cluster = session.scalars(stmt).one_or_none()

@@ -46,7 +46,11 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(4, ge=1, le=64)
     worker_poll_interval: float = Field(1.0, gt=0)
     lock_ttl: float = Field(300.0, gt=0)
-    """Seconds a job's lock lease lasts without renewal."""
+    """Seconds a job's lock lease lasts without renewal (renewed every TTL/3)."""
+    lock_check_interval: float = Field(1.0, gt=0)
+    """How often a running job checks it still holds its lock (cancel/force-unlock stop it)."""
+    maintenance_interval: float = Field(2.0, gt=0)
+    """How often each worker reclaims expired leases and starts queued jobs of idle clusters."""
 
     max_nodes_per_request: int = Field(100, ge=1)
 

@@ -14,6 +14,8 @@ from rke2_manager.vault import SecretBox
 class Waker(Protocol):
     def wake(self) -> None: ...
 
+    def stop_job(self, job_id: int, reason: str) -> bool: ...
+
 
 @dataclass
 class AppContext:
@@ -27,3 +29,9 @@ class AppContext:
         """Tell in-process workers that a job may be ready (others poll or are notified)."""
         for waker in self.wakers:
             waker.wake()
+
+    def stop_job(self, job_id: int, reason: str) -> None:
+        """Stop the job's playbook now if it runs in this process (others notice within
+        ``lock_check_interval`` that they lost the lock)."""
+        for waker in self.wakers:
+            waker.stop_job(job_id, reason)

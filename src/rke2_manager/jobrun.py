@@ -15,10 +15,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from rke2_manager.cluster_lock import hand_over_cluster_lock, holds_lock, release_cluster_lock
+from rke2_manager.cluster_lock import holds_lock, release_cluster_lock
 from rke2_manager.context import AppContext
 from rke2_manager.errors import LockLost
 from rke2_manager.execution.ansible_service import HostSpec, RunSpec, run_playbook
@@ -35,6 +35,7 @@ from rke2_manager.models import (
     utcnow,
 )
 from rke2_manager.netpolicy import AddressNotAllowed
+from rke2_manager.operations.dispatch import pass_on
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +197,7 @@ def settle_nodes(session: Session, claim: Claim, progress: Progress, succeeded: 
 def finish(
     ctx: AppContext, claim: Claim, progress: Progress | None, status: JobStatus, reason: str | None
 ) -> None:
-    """Record the job's end and free the lock: hand it to a G3 successor or release it.
+    """Record the job's end and pass the lock on: to its G3 successor, or the next queued job.
 
     One transaction; raises LockLost (writing nothing) if the job no longer holds the lock.
     """
@@ -216,35 +217,14 @@ def finish(
             cluster.stage = (
                 ClusterStage.READY if status == JobStatus.SUCCEEDED else ClusterStage.FAILED
             )
-        successors = list(
-            session.scalars(
-                select(Job)
-                .where(Job.predecessor_id == job.id, Job.status == JobStatus.QUEUED)
-                .order_by(Job.id)
-            )
+        pass_on(
+            session,
+            ctx.settings,
+            claim.cluster_id,
+            job,
+            claim.token,
+            succeeded=status == JobStatus.SUCCEEDED,
         )
-        if successors and status == JobStatus.SUCCEEDED:
-            hand_over_cluster_lock(
-                session,
-                claim.cluster_id,
-                claim.job_id,
-                claim.token,
-                successors[0],
-                ctx.settings.lock_ttl,
-            )
-            return
-        for successor in successors:
-            successor.status = JobStatus.CANCELED
-            successor.reason = f"servers job {job.id} {status.value}"
-            successor.finished_at = utcnow()
-            session.execute(
-                delete(Node).where(
-                    Node.cluster_id == claim.cluster_id,
-                    Node.hostname.in_([t["hostname"] for t in successor.targets]),
-                    Node.status == NodeStatus.PENDING,
-                )
-            )
-        release_cluster_lock(session, claim.cluster_id, claim.job_id, claim.token)
 
 
 def reachable_kubeconfig(text: str, address: str) -> str:

@@ -196,6 +196,8 @@ class Job(Base):
     targets: Mapped[list[Any]] = mapped_column(default=list)
     """The nodes the job acts on: ``[{"id", "hostname", "ip", "role"}]``, kept after removal."""
     warnings: Mapped[list[Any]] = mapped_column(default=list)
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    """What was asked (nodes, confirmation), to re-check the guardrails when the job starts."""
     requested_by: Mapped[str] = mapped_column(String(128), default="anonymous")
     predecessor_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
     worker_id: Mapped[str | None] = mapped_column(String(128))

@@ -11,6 +11,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 
 from sqlalchemy import select
@@ -18,7 +19,14 @@ from sqlalchemy import select
 from rke2_manager.cluster_lock import renew_cluster_lock
 from rke2_manager.context import AppContext
 from rke2_manager.jobrun import Claim, StopSignal, execute
-from rke2_manager.models import Job, JobStatus, utcnow
+from rke2_manager.models import Cluster, Job, JobStatus, utcnow
+from rke2_manager.operations.control import (
+    boot_id,
+    pid_alive,
+    reap_expired,
+    recover_dead_workers,
+    start_queued,
+)
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +36,10 @@ class Worker:
 
     def __init__(self, ctx: AppContext, worker_id: str | None = None) -> None:
         self.ctx = ctx
-        self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        # host:boot:pid:nonce — lets a restarted worker on the same host tell that the owner of
+        # a running job is gone (other boot, or dead pid) without waiting for its lease.
+        self.host = socket.gethostname()
+        self.id = worker_id or f"{self.host}:{boot_id()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._running: dict[int, tuple[threading.Thread, StopSignal]] = {}
@@ -37,8 +48,34 @@ class Worker:
 
     # lifecycle ----------------------------------------------------------------------------------
     def start(self) -> None:
+        try:
+            with self.ctx.db.transaction() as session:
+                ended = recover_dead_workers(session, self.ctx.settings, self.host, self._alive)
+            if ended:
+                log.warning("worker %s: ended jobs of dead workers: %s", self.id, ended)
+        except Exception:
+            log.exception("worker %s: start-up recovery failed; leases will expire", self.id)
         self._thread = threading.Thread(target=self._loop, name=f"worker-{self.id}", daemon=True)
         self._thread.start()
+
+    @staticmethod
+    def _alive(worker_id: str) -> bool:
+        parts = worker_id.split(":")
+        if len(parts) != 4 or not parts[2].isdigit():
+            return True  # not ours to judge
+        if parts[1] != boot_id():
+            return False
+        return int(parts[2]) == os.getpid() or pid_alive(int(parts[2]))
+
+    def maintain(self) -> None:
+        """Reclaim expired leases and start queued jobs of idle clusters."""
+        with self.ctx.db.transaction() as session:
+            reaped = reap_expired(session, self.ctx.settings)
+            started = start_queued(session, self.ctx.settings)
+        if reaped:
+            log.warning("worker %s: reclaimed expired locks of jobs %s", self.id, reaped)
+        if reaped or started:
+            self.ctx.wake_workers()
 
     def wake(self) -> None:
         self._wake.set()
@@ -115,19 +152,36 @@ class Worker:
             self.wake()  # a G3 successor may now hold the lock
 
     def _renew(self, claim: Claim, signal: StopSignal) -> None:
-        interval = self.ctx.settings.lock_ttl / 3
-        while not signal.wait(interval):
+        """Renew the lease every TTL/3; in between, check every second that the lock is still
+        ours (a cancel or force-unlock takes it away) and stop the run as soon as it is not."""
+        settings = self.ctx.settings
+        renewed = time.monotonic()
+        while not signal.wait(min(settings.lock_check_interval, settings.lock_ttl / 3)):
             try:
-                with self.ctx.db.transaction() as session:
-                    held = renew_cluster_lock(
-                        session,
-                        claim.cluster_id,
-                        claim.job_id,
-                        claim.token,
-                        self.ctx.settings.lock_ttl,
-                    )
+                if time.monotonic() - renewed >= settings.lock_ttl / 3:
+                    with self.ctx.db.transaction() as session:
+                        held = renew_cluster_lock(
+                            session,
+                            claim.cluster_id,
+                            claim.job_id,
+                            claim.token,
+                            settings.lock_ttl,
+                        )
+                    renewed = time.monotonic()
+                else:
+                    with self.ctx.db.read_session() as session:
+                        held = (
+                            session.scalar(
+                                select(Cluster.id).where(
+                                    Cluster.id == claim.cluster_id,
+                                    Cluster.current_job_id == claim.job_id,
+                                    Cluster.lock_token == claim.token,
+                                )
+                            )
+                            is not None
+                        )
             except Exception:
-                log.exception("job %s: lease renewal failed; will retry", claim.job_id)
+                log.exception("job %s: lease check failed; will retry", claim.job_id)
                 continue
             if not held:
                 log.warning("job %s lost its lock; stopping its run", claim.job_id)
@@ -135,7 +189,14 @@ class Worker:
                 return
 
     def _loop(self) -> None:
+        last_maintenance = 0.0
         while not self._stopping.is_set():
+            if time.monotonic() - last_maintenance >= self.ctx.settings.maintenance_interval:
+                last_maintenance = time.monotonic()
+                try:
+                    self.maintain()
+                except Exception:
+                    log.exception("worker %s: maintenance failed", self.id)
             try:
                 started = self.run_once()
             except Exception:

@@ -19,6 +19,7 @@ from rke2_manager.config import Settings, get_settings
 from rke2_manager.context import AppContext
 from rke2_manager.db import Database
 from rke2_manager.jobs.router import router as jobs_router
+from rke2_manager.operations.admin import router as admin_router
 from rke2_manager.operations.router import router as operations_router
 from rke2_manager.operations.service import Prober
 from rke2_manager.probe import make_prober
@@ -80,6 +81,7 @@ def create_app(
     app.include_router(clusters_router)
     app.include_router(operations_router)
     app.include_router(jobs_router)
+    app.include_router(admin_router)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:

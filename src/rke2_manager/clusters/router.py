@@ -14,6 +14,8 @@ from rke2_manager.clusters.schemas import (
     NodeOut,
 )
 from rke2_manager.errors import NotFound
+from rke2_manager.jobs.schemas import QueuedJob, job_out
+from rke2_manager.operations.dispatch import queued_jobs
 
 router = APIRouter(prefix="/api/clusters", tags=["clusters"])
 
@@ -63,6 +65,16 @@ def list_nodes(cluster_id: ClusterId, session: ReadSessionDep) -> list[NodeOut]:
 def get_lock(cluster_id: ClusterId, session: ReadSessionDep) -> LockOut:
     """Who holds the cluster's operation lock, since when, until when."""
     return service.lock_out(service.get_cluster(session, cluster_id))
+
+
+@router.get("/{cluster_id}/queue", response_model=list[QueuedJob])
+def get_queue(cluster_id: ClusterId, session: ReadSessionDep) -> list[QueuedJob]:
+    """Jobs waiting for the cluster's lock, first to start first (G3 waiting jobs excluded)."""
+    service.get_cluster(session, cluster_id, with_nodes=False)
+    return [
+        QueuedJob(position=i, job=job_out(job))
+        for i, job in enumerate(queued_jobs(session, cluster_id), start=1)
+    ]
 
 
 @router.get("/{cluster_id}/kubeconfig", response_class=Response)

@@ -6,13 +6,14 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, BackgroundTasks, Query
 from fastapi.responses import StreamingResponse
 
-from rke2_manager.api.deps import MAX_ID, CtxDep, JobId, ReadSessionDep
+from rke2_manager.api.deps import MAX_ID, ActorDep, CtxDep, JobId, ReadSessionDep
 from rke2_manager.jobs import service
 from rke2_manager.jobs.schemas import JobLog, JobOut, LogLine, job_out
 from rke2_manager.models import JobStatus
+from rke2_manager.operations.control import cancel_job as cancel
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"])
 
@@ -32,6 +33,17 @@ def list_jobs(
 @router.get("/{job_id}", response_model=JobOut)
 def get_job(job_id: JobId, session: ReadSessionDep) -> JobOut:
     return job_out(service.get_job(session, job_id))
+
+
+@router.post("/{job_id}/cancel", response_model=JobOut)
+def cancel_job(job_id: JobId, ctx: CtxDep, actor: ActorDep, tasks: BackgroundTasks) -> JobOut:
+    """Cancel a queued job (it leaves the queue) or a running one (its playbook is stopped,
+    its nodes' state recorded as unknown, the lock passed on); 409 if it already ended."""
+    with ctx.db.transaction() as session:
+        out = job_out(cancel(session, ctx.settings, job_id, actor))
+    ctx.stop_job(job_id, out.reason or "canceled")
+    tasks.add_task(ctx.wake_workers)
+    return out
 
 
 @router.get("/{job_id}/log", response_model=JobLog)

@@ -35,12 +35,19 @@ class OperationAccepted(BaseModel):
 
     job_id: int
     status: str
+    position: int | None
+    """Place in the cluster's queue when ``status`` is ``queued`` (1 = next)."""
     job: JobOut
     jobs: list[JobOut]
     sequenced: bool
     workers_pending: int
     workers_job_id: int | None
     warnings: list[str]
+
+
+class QueuedJob(BaseModel):
+    position: int
+    job: JobOut
 
 
 class LogLine(BaseModel):

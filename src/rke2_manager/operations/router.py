@@ -1,4 +1,8 @@
-"""The seed's job-starting endpoints [routers/jobs.py, routers/clusters.py]: 202 with the job."""
+"""The seed's job-starting endpoints [routers/jobs.py, routers/clusters.py]: 202 with the job.
+
+``on_busy=reject`` (default) answers 409 while another operation holds the cluster's lock;
+``on_busy=queue`` accepts the job as ``queued`` with its position instead.
+"""
 
 from __future__ import annotations
 
@@ -6,32 +10,32 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, BackgroundTasks, Query
 
-from rke2_manager.api.deps import (
-    ActorDep,
-    ClusterId,
-    CtxDep,
-    ReadSessionDep,
-)
+from rke2_manager.api.deps import ActorDep, ClusterId, CtxDep, ReadSessionDep
 from rke2_manager.cluster_lock import ensure_idle
-from rke2_manager.clusters.service import get_cluster, snapshot
+from rke2_manager.clusters.service import get_cluster
 from rke2_manager.guardrails import ProbeResult
 from rke2_manager.jobs.schemas import OperationAccepted, job_out
 from rke2_manager.operations import service
+from rke2_manager.operations.service import OnBusy
 from rke2_manager.validation import NodeRefsIn, NodesIn
 
 router = APIRouter(tags=["operations"])
 ACCEPTED: dict[int | str, dict[str, Any]] = {
-    409: {"description": "Cluster is busy"},
+    409: {"description": "Cluster is busy (with on_busy=reject)"},
     400: {"description": "Guardrail refused"},
 }
+OnBusyQuery = Annotated[
+    OnBusy, Query(description="reject: 409 while the cluster is busy; queue: wait in line")
+]
 
 
-def _fail_fast_if_busy(read: ReadSessionDep, cluster_id: int) -> None:
+def _fail_fast_if_busy(read: ReadSessionDep, cluster_id: int, on_busy: OnBusy) -> None:
     """Answer 409 for a busy cluster from a plain read, without queueing on its row lock.
 
     Only a shortcut: the authoritative check runs again under the row lock before acquiring.
     """
-    ensure_idle(get_cluster(read, cluster_id, with_nodes=False))
+    if on_busy == "reject":
+        ensure_idle(get_cluster(read, cluster_id, with_nodes=False))
     read.rollback()
 
 
@@ -40,6 +44,7 @@ def _accepted(result: service.Accepted) -> OperationAccepted:
     return OperationAccepted(
         job_id=result.job.id,
         status=result.job.status,
+        position=result.position,
         job=job_out(result.job),
         jobs=[job_out(j) for j in jobs],
         sequenced=result.sequenced,
@@ -56,11 +61,14 @@ def install(
     ctx: CtxDep,
     actor: ActorDep,
     tasks: BackgroundTasks,
+    on_busy: OnBusyQuery = "reject",
 ) -> OperationAccepted:
     """Start the install job for a cluster (409 if another operation holds its lock)."""
-    _fail_fast_if_busy(read, cluster_id)
+    _fail_fast_if_busy(read, cluster_id, on_busy)
     with ctx.db.transaction() as session:
-        accepted = _accepted(service.start_install(session, ctx.settings, cluster_id, actor))
+        accepted = _accepted(
+            service.start_install(session, ctx.settings, cluster_id, actor, on_busy)
+        )
     tasks.add_task(ctx.wake_workers)
     return accepted
 
@@ -73,21 +81,18 @@ def scale_add(
     ctx: CtxDep,
     actor: ActorDep,
     tasks: BackgroundTasks,
+    on_busy: OnBusyQuery = "reject",
 ) -> OperationAccepted:
     """Add nodes. Servers and agents together: the servers' job first (G3, ``sequenced``)."""
+    _fail_fast_if_busy(read, cluster_id, on_busy)
     # Probe the supervisor before taking the row lock, so no network wait happens under it.
-    cluster = get_cluster(read, cluster_id)
-    ensure_idle(cluster)
-    probe: ProbeResult | None = None
-    target = service.probe_target(cluster, ctx.settings)
-    master = snapshot(cluster).initial_master
+    target = service.probe_target(get_cluster(read, cluster_id), ctx.settings)
     read.rollback()
-    if target is not None and master is not None and master.status == "ACTIVE":
-        probe = ctx.prober(target)
+    probe: ProbeResult | None = ctx.prober(target) if target is not None else None
     with ctx.db.transaction() as session:
         accepted = _accepted(
             service.start_scale_add(
-                session, ctx.settings, cluster_id, body.nodes, actor, probe, ctx.prober
+                session, ctx.settings, cluster_id, body.nodes, actor, probe, ctx.prober, on_busy
             )
         )
     tasks.add_task(ctx.wake_workers)
@@ -103,13 +108,20 @@ def scale_remove(
     actor: ActorDep,
     tasks: BackgroundTasks,
     confirm_master_removal: Annotated[bool, Query()] = False,
+    on_busy: OnBusyQuery = "reject",
 ) -> OperationAccepted:
     """Remove nodes; removing servers needs ``confirm_master_removal=true`` and keeps quorum."""
-    _fail_fast_if_busy(read, cluster_id)
+    _fail_fast_if_busy(read, cluster_id, on_busy)
     with ctx.db.transaction() as session:
         accepted = _accepted(
             service.start_scale_remove(
-                session, ctx.settings, cluster_id, body.nodes, confirm_master_removal, actor
+                session,
+                ctx.settings,
+                cluster_id,
+                body.nodes,
+                confirm_master_removal,
+                actor,
+                on_busy,
             )
         )
     tasks.add_task(ctx.wake_workers)

@@ -1,0 +1,40 @@
+"""Admin endpoints: force-unlock (admin-only once API tokens exist; see docs/operations.md)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, BackgroundTasks
+from pydantic import Field
+
+from rke2_manager.api.deps import MAX_ID, ActorDep, ClusterId, CtxDep
+from rke2_manager.jobs.schemas import JobOut, job_out
+from rke2_manager.operations.control import force_unlock
+from rke2_manager.validation import StrictModel
+
+router = APIRouter(prefix="/api/admin", tags=["admin"])
+
+
+class ForceUnlockIn(StrictModel):
+    job_id: Annotated[int, Field(ge=1, le=MAX_ID)]
+    """The job the caller expects to hold the lock (see GET /api/clusters/{id}/lock)."""
+    reason: Annotated[str, Field(min_length=1, max_length=500)]
+
+
+@router.post("/clusters/{cluster_id}/force-unlock", response_model=JobOut)
+def force_unlock_cluster(
+    cluster_id: ClusterId,
+    body: ForceUnlockIn,
+    ctx: CtxDep,
+    actor: ActorDep,
+    tasks: BackgroundTasks,
+) -> JobOut:
+    """Stop the job holding the cluster's lock and free the lock; 409 if ``job_id`` does not
+    hold it. The job ends ``canceled`` with who and why; an audit entry records it."""
+    with ctx.db.transaction() as session:
+        out = job_out(
+            force_unlock(session, ctx.settings, cluster_id, body.job_id, body.reason, actor)
+        )
+    ctx.stop_job(body.job_id, out.reason or "force-unlocked")
+    tasks.add_task(ctx.wake_workers)
+    return out

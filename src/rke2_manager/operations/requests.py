@@ -1,0 +1,184 @@
+"""What each operation asks for, checked against the guardrails and applied to the cluster.
+
+A request is checked when it is made and checked again when its job starts (a queued job, or
+a G3 agents job when the servers' job hands it the lock), because the cluster may have changed
+in between. ``check`` never writes; ``apply`` writes the nodes and the job's targets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from rke2_manager.clusters.service import snapshot
+from rke2_manager.errors import DomainError, GuardrailViolation, NotFound
+from rke2_manager.guardrails import (
+    ClusterView,
+    NewNode,
+    ProbePolicy,
+    ProbeResult,
+    check_bootstrap,
+    check_identity,
+    check_master_removal,
+)
+from rke2_manager.models import Cluster, Job, Node, NodeRole, Operation
+
+
+def targets_of(nodes: list[Node]) -> list[dict[str, Any]]:
+    return [{"id": n.id, "hostname": n.hostname, "ip": n.ip, "role": n.role} for n in nodes]
+
+
+@dataclass(frozen=True)
+class InstallRequest:
+    operation = Operation.INSTALL
+
+    def params(self) -> dict[str, Any]:
+        return {}
+
+    def planned_targets(self, cluster: Cluster) -> list[dict[str, Any]]:
+        return targets_of(cluster.nodes)
+
+    def check(self, view: ClusterView, probe: ProbeResult | None, policy: ProbePolicy) -> list[str]:
+        if view.initial_master is None:
+            raise GuardrailViolation("G1", "Cluster has no initial master. Cannot install.")
+        return []
+
+    def apply(self, session: Session, cluster: Cluster, job: Job) -> None:
+        job.targets = targets_of(cluster.nodes)
+
+
+@dataclass(frozen=True)
+class AddRequest:
+    """Nodes of one role to add (G3 splits a mixed request into two of these)."""
+
+    operation: Operation
+    nodes: tuple[NewNode, ...]
+
+    def params(self) -> dict[str, Any]:
+        return {"nodes": [{"hostname": n.hostname, "ip": n.ip, "role": n.role} for n in self.nodes]}
+
+    def planned_targets(self, cluster: Cluster) -> list[dict[str, Any]]:
+        return [
+            {"id": None, "hostname": n.hostname, "ip": n.ip, "role": n.role} for n in self.nodes
+        ]
+
+    def check(self, view: ClusterView, probe: ProbeResult | None, policy: ProbePolicy) -> list[str]:
+        warnings = check_bootstrap(view, probe, policy)
+        check_identity(view, self.nodes)
+        return warnings
+
+    def apply(self, session: Session, cluster: Cluster, job: Job) -> None:
+        created = [Node(hostname=n.hostname, ip=n.ip, role=n.role) for n in self.nodes]
+        cluster.nodes.extend(created)
+        session.flush()
+        job.targets = targets_of(created)
+
+
+@dataclass(frozen=True)
+class NodeRefSpec:
+    hostname: str
+    ip: str | None = None
+    role: str | None = None
+
+
+@dataclass(frozen=True)
+class RemoveRequest:
+    """Nodes to remove, by hostname; build it with :meth:`for_cluster` to get the operation."""
+
+    operation: Operation
+    refs: tuple[NodeRefSpec, ...]
+    confirm_master_removal: bool
+
+    @classmethod
+    def for_cluster(
+        cls, cluster: Cluster, refs: tuple[NodeRefSpec, ...], confirm: bool
+    ) -> RemoveRequest:
+        """Resolve ``refs`` in ``cluster`` (raising as :meth:`resolve`) to pick the operation."""
+        probe = cls(Operation.SCALE_REMOVE_WORKERS, refs, confirm)
+        role = probe.resolve(cluster)[0].role
+        operation = (
+            Operation.SCALE_REMOVE_MASTERS
+            if role == NodeRole.SERVER
+            else Operation.SCALE_REMOVE_WORKERS
+        )
+        return cls(operation, refs, confirm)
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "nodes": [{"hostname": r.hostname, "ip": r.ip, "role": r.role} for r in self.refs],
+            "confirm_master_removal": self.confirm_master_removal,
+        }
+
+    def resolve(self, cluster: Cluster) -> list[Node]:
+        """The nodes named; NotFound, or 400 on a wrong IP/role, a repeat, or mixed roles."""
+        by_name = {n.hostname: n for n in cluster.nodes}
+        seen: set[str] = set()
+        found: list[Node] = []
+        for ref in self.refs:
+            if ref.hostname in seen:
+                raise GuardrailViolation(
+                    "G4",
+                    f"Node with hostname '{ref.hostname}' appears more than once in the request",
+                )
+            seen.add(ref.hostname)
+            node = by_name.get(ref.hostname)
+            if node is None:
+                raise NotFound(f"Node '{ref.hostname}' not found in cluster '{cluster.name}'")
+            if ref.ip is not None and ref.ip != node.ip:
+                raise DomainError(f"Node '{node.hostname}' has IP '{node.ip}', not '{ref.ip}'")
+            if ref.role is not None and ref.role != node.role:
+                raise DomainError(f"Node '{node.hostname}' is a {node.role}, not a {ref.role}")
+            found.append(node)
+        if len({n.role for n in found}) > 1:
+            raise DomainError("Remove servers and agents in separate requests.")
+        return found
+
+    def planned_targets(self, cluster: Cluster) -> list[dict[str, Any]]:
+        return targets_of(self.resolve(cluster))
+
+    def check_cluster(self, cluster: Cluster) -> tuple[list[Node], list[str], str | None]:
+        """Resolve and run G2; return the nodes, warnings and the new initial master's name."""
+        nodes = self.resolve(cluster)
+        view = snapshot(cluster)
+        names = {n.hostname for n in nodes}
+        plan = check_master_removal(
+            view, [v for v in view.nodes if v.hostname in names], self.confirm_master_removal
+        )
+        successor = plan.new_initial_master.hostname if plan.new_initial_master else None
+        return nodes, plan.warnings, successor
+
+    def apply(self, session: Session, cluster: Cluster, job: Job) -> None:
+        nodes, _, successor = self.check_cluster(cluster)
+        if successor is not None:
+            for node in cluster.nodes:
+                node.is_initial_master = node.hostname == successor
+        job.targets = targets_of(nodes)
+
+
+OpRequest = InstallRequest | AddRequest | RemoveRequest
+
+
+def check_request(
+    cluster: Cluster, request: OpRequest, probe: ProbeResult | None, policy: ProbePolicy
+) -> list[str]:
+    """Run the request's guardrails against the cluster as it is now; returns warnings."""
+    if isinstance(request, RemoveRequest):
+        return request.check_cluster(cluster)[1]
+    return request.check(snapshot(cluster), probe, policy)
+
+
+def request_of(job: Job) -> OpRequest:
+    """Rebuild the request a job was created for (from its stored parameters)."""
+    params = job.params or {}
+    operation = Operation(job.operation)
+    if operation == Operation.INSTALL:
+        return InstallRequest()
+    if operation.removes:
+        return RemoveRequest(
+            operation,
+            tuple(NodeRefSpec(**n) for n in params.get("nodes", [])),
+            bool(params.get("confirm_master_removal", False)),
+        )
+    return AddRequest(operation, tuple(NewNode(**n) for n in params.get("nodes", [])))
