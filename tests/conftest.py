@@ -22,7 +22,7 @@ from rke2_manager.api.app import create_app
 from rke2_manager.config import Settings
 from rke2_manager.db import Database
 from rke2_manager.models import Base
-from tests.factories import FakeProber, write_playbooks
+from tests.factories import TEST_SECRET_KEY, FakeProber, write_playbooks
 
 pytest_plugins = ["tests.lab.fixtures"]
 
@@ -123,7 +123,7 @@ def settings(database_url: str, tmp_path: Path, playbook_dir: Path) -> Settings:
     return Settings(
         database_url=database_url,
         data_dir=tmp_path / "data",
-        secret_key="test-secret-key",
+        secret_key=TEST_SECRET_KEY,
         allowed_networks=list(TEST_NETWORKS),
         playbook_dir=playbook_dir,
         worker_poll_interval=0.05,

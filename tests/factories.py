@@ -8,7 +8,10 @@ from pathlib import Path
 from rke2_manager.db import Database
 from rke2_manager.guardrails import ProbeResult
 from rke2_manager.models import Cluster, Job, JobStatus, LockStatus, Node, utcnow
+from rke2_manager.vault import SecretBox, new_cluster_token, new_ssh_keypair
 
+TEST_SECRET_KEY = "test-secret-key"
+TEST_BOX = SecretBox(TEST_SECRET_KEY)
 OPERATIONS = (
     "install",
     "scale_add_masters",
@@ -44,8 +47,8 @@ def make_cluster(
     with db.transaction() as s:
         cluster = Cluster(
             name=name,
-            ssh_private_key_enc="x",
-            token_enc="x",
+            ssh_private_key_enc=TEST_BOX.encrypt(new_ssh_keypair("test")[0]),
+            token_enc=TEST_BOX.encrypt(new_cluster_token()),
             registration_address=registration_address,
         )
         cluster.nodes = [
@@ -107,6 +110,10 @@ MODES = {
     "slow": """
     - name: take a while
       ansible.builtin.command: sleep {{ sleep_seconds | default(30) }}
+    - name: leave a mark when the run was not stopped
+      ansible.builtin.file: {path: "{{ done_marker }}", state: touch}
+      when: done_marker is defined
+      run_once: true
     - name: "[rke2m] node ready"
       ansible.builtin.debug: {msg: done}
 """,
@@ -119,9 +126,9 @@ MODES = {
 }
 
 
-def write_playbooks(path: Path, mode: str = "ok") -> None:
+def write_playbooks(path: Path, mode: str = "ok", operations: tuple[str, ...] = OPERATIONS) -> None:
     """Write one playbook per operation; they run locally and follow ``mode``."""
     path.mkdir(parents=True, exist_ok=True)
     body = PLAY_HEADER + MODES[mode]
-    for operation in OPERATIONS:
+    for operation in operations:
         (path / f"{operation}.yml").write_text(body)
