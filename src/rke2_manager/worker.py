@@ -120,6 +120,11 @@ class Worker:
             ).first()
             if job is None or job.fencing_token is None:
                 return None
+            # the lease now runs from the claim: the worker that renews it has it from here
+            if not renew_cluster_lock(
+                session, job.cluster_id, job.id, job.fencing_token, self.ctx.settings.lock_ttl
+            ):
+                return None
             job.worker_id = self.id
             job.started_at = utcnow()
             return Claim(job.id, job.cluster_id, job.fencing_token)
