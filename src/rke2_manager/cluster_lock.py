@@ -29,7 +29,7 @@ def lock_cluster_row(session: Session, cluster_id: int, with_nodes: bool = True)
     stmt = (
         select(Cluster)
         .where(Cluster.id == cluster_id)
-        .with_for_update()
+        .with_for_update(key_share=True)
         .execution_options(populate_existing=True)
     )
     if with_nodes:
@@ -83,7 +83,7 @@ def holds_lock(session: Session, cluster_id: int, job_id: int, token: int) -> bo
     row = session.execute(
         select(Cluster.id)
         .where(Cluster.id == cluster_id, _held_by(job_id, token))
-        .with_for_update()
+        .with_for_update(key_share=True)
     ).first()
     return row is not None
 

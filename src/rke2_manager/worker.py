@@ -71,6 +71,7 @@ class Worker:
         """Reclaim expired leases and start queued jobs of idle clusters."""
         with self.ctx.db.transaction() as session:
             reaped = reap_expired(session, self.ctx.settings)
+        with self.ctx.db.transaction() as session:
             started = start_queued(session, self.ctx.settings)
         if reaped:
             log.warning("worker %s: reclaimed expired locks of jobs %s", self.id, reaped)
@@ -109,25 +110,42 @@ class Worker:
 
     # claiming -----------------------------------------------------------------------------------
     def claim(self) -> Claim | None:
-        """Take one job that holds its cluster's lock and that no worker runs yet."""
+        """Take one job that holds its cluster's lock and that no worker runs yet.
+
+        The cluster row is locked before the job row, in the same order as every other writer
+        (requests, cancel, reaper), so a claim can never deadlock with them.
+        """
         with self.ctx.db.transaction() as session:
-            job = session.scalars(
-                select(Job)
+            candidates = session.execute(
+                select(Job.id, Job.cluster_id)
                 .where(Job.status == JobStatus.RUNNING, Job.worker_id.is_(None))
                 .order_by(Job.id)
-                .limit(1)
-                .with_for_update(skip_locked=True)
-            ).first()
-            if job is None or job.fencing_token is None:
-                return None
-            # the lease now runs from the claim: the worker that renews it has it from here
-            if not renew_cluster_lock(
-                session, job.cluster_id, job.id, job.fencing_token, self.ctx.settings.lock_ttl
-            ):
-                return None
-            job.worker_id = self.id
-            job.started_at = utcnow()
-            return Claim(job.id, job.cluster_id, job.fencing_token)
+                .limit(10)
+            ).all()
+            for job_id, cluster_id in candidates:
+                cluster = session.scalars(
+                    select(Cluster)
+                    .where(Cluster.id == cluster_id, Cluster.current_job_id == job_id)
+                    .with_for_update(skip_locked=True, key_share=True)
+                ).first()
+                job = session.get(Job, job_id, populate_existing=True)
+                if (
+                    cluster is None
+                    or job is None
+                    or job.worker_id is not None
+                    or job.status != JobStatus.RUNNING
+                    or job.fencing_token is None
+                ):
+                    continue
+                # the lease now runs from the claim: the worker that renews it has it from here
+                if not renew_cluster_lock(
+                    session, cluster_id, job.id, job.fencing_token, self.ctx.settings.lock_ttl
+                ):
+                    continue
+                job.worker_id = self.id
+                job.started_at = utcnow()
+                return Claim(job.id, job.cluster_id, job.fencing_token)
+            return None
 
     def run_once(self) -> bool:
         """Claim and start one job if there is room; True if one was started."""

@@ -80,7 +80,8 @@ def reap_expired(session: Session, settings: Settings) -> list[int]:
     clusters = session.scalars(
         select(Cluster)
         .where(Cluster.operation_status == LockStatus.RUNNING, Cluster.lock_expires_at < utcnow())
-        .with_for_update(skip_locked=True)
+        .order_by(Cluster.id)
+        .with_for_update(skip_locked=True, key_share=True)
     ).all()
     reaped = []
     for cluster in clusters:
