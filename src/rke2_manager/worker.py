@@ -22,6 +22,7 @@ from rke2_manager.jobrun import Claim, StopSignal, execute
 from rke2_manager.models import Cluster, Job, JobStatus, utcnow
 from rke2_manager.operations.control import (
     boot_id,
+    machine_id,
     pid_alive,
     reap_expired,
     recover_dead_workers,
@@ -36,10 +37,10 @@ class Worker:
 
     def __init__(self, ctx: AppContext, worker_id: str | None = None) -> None:
         self.ctx = ctx
-        # host:boot:pid:nonce — lets a restarted worker on the same host tell that the owner of
-        # a running job is gone (other boot, or dead pid) without waiting for its lease.
-        self.host = socket.gethostname()
-        self.id = worker_id or f"{self.host}:{boot_id()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        # host:machine:boot:pid:nonce — lets a restarted worker on the same machine tell that the
+        # owner of a running job is gone (other boot, or dead pid) without waiting for its lease.
+        self.machine = f"{socket.gethostname()}:{machine_id()}:"
+        self.id = worker_id or f"{self.machine}{boot_id()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._running: dict[int, tuple[threading.Thread, StopSignal]] = {}
@@ -49,10 +50,13 @@ class Worker:
     # lifecycle ----------------------------------------------------------------------------------
     def start(self) -> None:
         try:
-            with self.ctx.db.transaction() as session:
-                ended = recover_dead_workers(session, self.ctx.settings, self.host, self._alive)
-            if ended:
-                log.warning("worker %s: ended jobs of dead workers: %s", self.id, ended)
+            if machine_id():  # without a machine id, other hosts' ids could look like ours
+                with self.ctx.db.transaction() as session:
+                    ended = recover_dead_workers(
+                        session, self.ctx.settings, self.machine, self._alive
+                    )
+                if ended:
+                    log.warning("worker %s: ended jobs of dead workers: %s", self.id, ended)
         except Exception:
             log.exception("worker %s: start-up recovery failed; leases will expire", self.id)
         self._thread = threading.Thread(target=self._loop, name=f"worker-{self.id}", daemon=True)
@@ -60,11 +64,11 @@ class Worker:
 
     @staticmethod
     def _alive(worker_id: str) -> bool:
-        parts = worker_id.split(":")
+        parts = worker_id.rsplit(":", 3)  # machine prefix, boot, pid, nonce
         if len(parts) != 4 or not parts[2].isdigit():
             return True  # not ours to judge
         if parts[1] != boot_id():
-            return False
+            return False  # this machine has rebooted since
         return int(parts[2]) == os.getpid() or pid_alive(int(parts[2]))
 
     def maintain(self) -> None:

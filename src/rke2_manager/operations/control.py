@@ -117,12 +117,14 @@ def start_queued(session: Session, settings: Settings) -> list[int]:
 
 
 def recover_dead_workers(
-    session: Session, settings: Settings, host: str, alive: Callable[[str], bool]
+    session: Session, settings: Settings, machine: str, alive: Callable[[str], bool]
 ) -> list[int]:
-    """At start-up: end the running jobs of this machine's workers that are gone (``alive``
-    says no), without waiting for their leases to expire."""
+    """At start-up: end the running jobs of this machine's workers (ids starting with
+    ``machine``) that are gone (``alive`` says no), without waiting for their leases."""
     jobs = session.scalars(
-        select(Job).where(Job.status == JobStatus.RUNNING, Job.worker_id.like(f"{host}:%"))
+        select(Job).where(
+            Job.status == JobStatus.RUNNING, Job.worker_id.startswith(machine, autoescape=True)
+        )
     ).all()
     ended = []
     for job in jobs:
@@ -144,12 +146,22 @@ def recover_dead_workers(
     return ended
 
 
-def boot_id() -> str:
+def _first_line(path: str) -> str:
     try:
-        with open("/proc/sys/kernel/random/boot_id") as fh:
-            return fh.read().strip()[:8]
+        with open(path) as fh:
+            return fh.read().strip().replace("-", "")[:12]
     except OSError:
-        return "noboot"
+        return ""
+
+
+def machine_id() -> str:
+    """This machine's id (``/etc/machine-id``), or "" when it has none."""
+    return _first_line("/etc/machine-id")
+
+
+def boot_id() -> str:
+    """This boot's id: a worker id from another boot of this machine belongs to a dead worker."""
+    return _first_line("/proc/sys/kernel/random/boot_id")
 
 
 def pid_alive(pid: int) -> bool:
