@@ -160,8 +160,12 @@ def test_kubeconfig_404_before_install(client: TestClient, db: Database) -> None
     assert r.json()["detail"] == f"Cluster {cid} has no kubeconfig yet; run the install first"
 
 
-def test_health_ready_metrics_docs(client: TestClient) -> None:
+def test_health_ready_metrics_docs(client: TestClient, db: Database) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     assert client.get("/readyz").status_code == 200
-    assert "python_info" in client.get("/metrics").text or client.get("/metrics").status_code == 200
+    cid = make_cluster(db)
+    lock_cluster(db, cid)
+    assert client.post(f"/api/jobs/install/{cid}").status_code == 409
+    metrics = client.get("/metrics").text
+    assert 'rke2m_refusals_total{reason="busy"}' in metrics
     assert client.get("/openapi.json").json()["info"]["title"] == "rke2-manager"

@@ -23,6 +23,7 @@ from rke2_manager.context import AppContext
 from rke2_manager.errors import LockLost
 from rke2_manager.execution.ansible_service import HostSpec, RunSpec, run_playbook
 from rke2_manager.execution.events import HostEvent
+from rke2_manager.metrics import JOBS_FINISHED
 from rke2_manager.models import (
     Cluster,
     ClusterStage,
@@ -308,6 +309,8 @@ def _finish_safely(
     try:
         logw.flush()
         finish(ctx, claim, progress, status, reason)
+        if progress is not None:
+            JOBS_FINISHED.labels(progress.operation.value, status.value).inc()
         return
     except LockLost:
         return

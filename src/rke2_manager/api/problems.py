@@ -12,7 +12,8 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 
-from rke2_manager.errors import DomainError
+from rke2_manager.errors import ClusterBusy, DomainError, GuardrailViolation
+from rke2_manager.metrics import REFUSALS
 
 log = logging.getLogger(__name__)
 PROBLEM = "application/problem+json"
@@ -43,6 +44,10 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(DomainError)
     async def _domain(_: Request, exc: DomainError) -> JSONResponse:
+        if isinstance(exc, ClusterBusy):
+            REFUSALS.labels("busy").inc()
+        elif isinstance(exc, GuardrailViolation):
+            REFUSALS.labels(exc.guardrail).inc()
         return JSONResponse(exc.problem(), status_code=exc.status_code, media_type=PROBLEM)
 
     @app.exception_handler(RequestValidationError)
