@@ -126,7 +126,6 @@ def prepare(ctx: AppContext, fence: Fence) -> tuple[RunSpec, Progress]:
                 node.status, node.status_reason = mark, None
         if operation == Operation.INSTALL:
             cluster.stage = ClusterStage.INSTALLING
-        job.started_at = utcnow()
         spec = RunSpec(
             playbook=ctx.settings.playbook_dir / f"{operation.value}.yml",
             hosts=[

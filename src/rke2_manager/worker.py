@@ -23,6 +23,7 @@ from rke2_manager.models import Cluster, Job, JobStatus, utcnow
 from rke2_manager.operations.control import (
     boot_id,
     machine_id,
+    needs_maintenance,
     pid_alive,
     reap_expired,
     recover_dead_workers,
@@ -73,6 +74,9 @@ class Worker:
 
     def maintain(self) -> None:
         """Reclaim expired leases and start queued jobs of idle clusters."""
+        with self.ctx.db.read_session() as session:
+            if not needs_maintenance(session):
+                return
         with self.ctx.db.transaction() as session:
             reaped = reap_expired(session, self.ctx.settings)
         with self.ctx.db.transaction() as session:
@@ -119,6 +123,14 @@ class Worker:
         The cluster row is locked before the job row, in the same order as every other writer
         (requests, cancel, reaper), so a claim can never deadlock with them.
         """
+        # A plain read first: most polls find nothing, and on SQLite the write transaction
+        # below takes the database's write lock.
+        with self.ctx.db.read_session() as session:
+            waiting = session.scalar(
+                select(Job.id).where(Job.status == JobStatus.RUNNING, Job.worker_id.is_(None))
+            )
+        if waiting is None:
+            return None
         with self.ctx.db.transaction() as session:
             candidates = session.execute(
                 select(Job.id, Job.cluster_id)

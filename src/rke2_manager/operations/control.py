@@ -72,6 +72,25 @@ def force_unlock(
     return job
 
 
+def needs_maintenance(session: Session) -> bool:
+    """A cheap read: is any lease expired, or any idle cluster's queue waiting?"""
+    expired = select(Cluster.id).where(
+        Cluster.operation_status == LockStatus.RUNNING, Cluster.lock_expires_at < utcnow()
+    )
+    waiting = (
+        select(Job.id)
+        .join(Cluster, Cluster.id == Job.cluster_id)
+        .where(
+            Job.status == JobStatus.QUEUED,
+            Job.predecessor_id.is_(None),
+            Cluster.operation_status == LockStatus.IDLE,
+        )
+    )
+    return (
+        session.scalar(expired.limit(1)) is not None or session.scalar(waiting.limit(1)) is not None
+    )
+
+
 def reap_expired(session: Session, settings: Settings) -> list[int]:
     """End the jobs whose lock lease ran out (their worker died) and pass their locks on.
 
