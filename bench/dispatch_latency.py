@@ -66,8 +66,8 @@ from rke2_manager.config import Settings
 from rke2_manager.context import AppContext
 from rke2_manager.db import Database
 from rke2_manager.execution.ansible_service import RunOutcome
+from rke2_manager.fencing import Claim
 from rke2_manager.guardrails import ProbeResult
-from rke2_manager.jobrun import Claim
 from rke2_manager.models import Cluster, Job, JobStatus, LockStatus, Node, NodeStatus
 from rke2_manager.operations.control import cancel_job
 from rke2_manager.operations.service import start_install, start_scale_add

@@ -9,26 +9,19 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
-from rke2_manager.cluster_lock import holds_lock, release_cluster_lock
+from rke2_manager.cluster_lock import release_cluster_lock
 from rke2_manager.context import AppContext
 from rke2_manager.errors import LockLost
 from rke2_manager.execution.ansible_service import HostSpec, RunSpec, run_playbook
-from rke2_manager.execution.events import HostEvent
+from rke2_manager.fencing import Claim, Fence, LogWriter, StopSignal
 from rke2_manager.metrics import JOBS_FINISHED
 from rke2_manager.models import (
     Cluster,
     ClusterStage,
     Job,
-    JobLogLine,
     JobStatus,
     Node,
     NodeStatus,
@@ -36,73 +29,10 @@ from rke2_manager.models import (
     utcnow,
 )
 from rke2_manager.netpolicy import AddressNotAllowed
+from rke2_manager.nodestatus import Progress, on_host, settle_nodes
 from rke2_manager.operations.dispatch import pass_on
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Claim:
-    job_id: int
-    cluster_id: int
-    token: int
-
-
-class Fence:
-    """Write transactions that only happen while the job still holds its lock."""
-
-    def __init__(self, ctx: AppContext, claim: Claim) -> None:
-        self.ctx, self.claim = ctx, claim
-
-    @contextmanager
-    def session(self) -> Iterator[Session]:
-        with self.ctx.db.transaction() as session:
-            c = self.claim
-            if not holds_lock(session, c.cluster_id, c.job_id, c.token):
-                raise LockLost(f"job {c.job_id} no longer holds the lock of cluster {c.cluster_id}")
-            yield session
-
-
-class LogWriter:
-    """Buffers output lines and stores them in batches (fenced)."""
-
-    def __init__(self, fence: Fence) -> None:
-        self.fence, self.seq, self.buffer = fence, 0, list[str]()
-        self.last_flush = time.monotonic()
-
-    def write(self, lines: list[str]) -> None:
-        self.buffer.extend(lines)
-        if len(self.buffer) >= 50 or time.monotonic() - self.last_flush > 0.5:
-            self.flush()
-
-    def flush(self) -> None:
-        if not self.buffer:
-            return
-        lines, self.buffer = self.buffer, []
-        with self.fence.session() as session:
-            for text in lines:
-                self.seq += 1
-                session.add(JobLogLine(job_id=self.fence.claim.job_id, seq=self.seq, text=text))
-        self.last_flush = time.monotonic()
-
-
-@dataclass
-class Progress:
-    """What is known of each target host while the run goes on."""
-
-    operation: Operation
-    before: dict[str, str]
-    api_address: str = ""
-    kubeconfig: str | None = None
-    touched: set[str] = field(default_factory=set)
-    done: set[str] = field(default_factory=set)
-    failed: dict[str, str] = field(default_factory=dict)
-
-
-def _nodes(session: Session, cluster_id: int, names: set[str]) -> list[Node]:
-    return list(
-        session.scalars(select(Node).where(Node.cluster_id == cluster_id, Node.hostname.in_(names)))
-    )
 
 
 def prepare(ctx: AppContext, fence: Fence) -> tuple[RunSpec, Progress]:
@@ -150,48 +80,6 @@ def prepare(ctx: AppContext, fence: Fence) -> tuple[RunSpec, Progress]:
             allowed_networks=ctx.settings.allowed_networks,
         )
     return spec, progress
-
-
-def on_host(fence: Fence, progress: Progress, fact: HostEvent) -> None:
-    """Follow a host fact: failures and milestones are written at once (fenced)."""
-    if fact.host not in progress.before:
-        return
-    progress.touched.add(fact.host)
-    if fact.kind in ("failed", "unreachable") and fact.host not in progress.failed:
-        progress.failed[fact.host] = fact.reason or fact.kind
-        status, reason = NodeStatus.FAILED, fact.reason
-    elif fact.kind in ("ready", "removed") and fact.host not in progress.done:
-        progress.done.add(fact.host)
-        status, reason = NodeStatus.ACTIVE, None
-    else:
-        return
-    with fence.session() as session:
-        for node in _nodes(session, fence.claim.cluster_id, {fact.host}):
-            if fact.kind == "removed":
-                session.delete(node)
-            else:
-                node.status, node.status_reason = status, reason
-
-
-def settle_nodes(session: Session, claim: Claim, progress: Progress, succeeded: bool) -> None:
-    """Give every target its final status once the run has ended."""
-    removes = progress.operation.removes
-    for node in _nodes(session, claim.cluster_id, set(progress.before)):
-        name = node.hostname
-        if name in progress.failed:
-            continue
-        if succeeded or name in progress.done:
-            if removes:
-                session.delete(node)
-            else:
-                node.status, node.status_reason = NodeStatus.ACTIVE, None
-        elif name in progress.touched:
-            verb = "removal" if removes else "install"
-            node.status = NodeStatus.FAILED
-            node.status_reason = f"{verb} did not complete: job {claim.job_id} failed"
-        else:
-            node.status = progress.before[name]
-            node.status_reason = f"not attempted: job {claim.job_id} failed"
 
 
 def finish(
@@ -247,16 +135,6 @@ def _outcome_reason(status: str, rc: int | None, progress: Progress, timeout: in
     if status == "canceled":
         return "run stopped"
     return f"ansible-playbook ended with status {status} (rc {rc})"
-
-
-class StopSignal(threading.Event):
-    """Asks a running job to stop its playbook, with the reason to record."""
-
-    reason: str | None = None
-
-    def stop(self, reason: str) -> None:
-        self.reason = reason
-        self.set()
 
 
 def execute(ctx: AppContext, claim: Claim, stop: StopSignal) -> None:

@@ -18,7 +18,8 @@ from sqlalchemy import select
 
 from rke2_manager.cluster_lock import renew_cluster_lock
 from rke2_manager.context import AppContext
-from rke2_manager.jobrun import Claim, StopSignal, execute
+from rke2_manager.fencing import Claim, StopSignal
+from rke2_manager.jobrun import execute
 from rke2_manager.models import Cluster, Job, JobStatus, utcnow
 from rke2_manager.operations.control import (
     boot_id,
