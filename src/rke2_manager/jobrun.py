@@ -74,6 +74,7 @@ def prepare(ctx: AppContext, fence: Fence) -> tuple[RunSpec, Progress]:
                 "rke2_artifact_dir": cluster.rke2_artifact_dir or "",
                 "rke2_config": cluster.rke2_config,
                 "rke2_registration_address": registration or "",
+                "rke2_fixed_registration_address": cluster.registration_address or "",
                 "rke2_supervisor_port": ctx.settings.supervisor_port,
             },
             secret_env={"RKE2M_CLUSTER_TOKEN": ctx.box.decrypt(cluster.token_enc)},

@@ -18,6 +18,7 @@ from sqlalchemy import select
 
 from rke2_manager.cluster_lock import renew_cluster_lock
 from rke2_manager.context import AppContext
+from rke2_manager.execution.ansible_service import sweep_stale_run_dirs
 from rke2_manager.fencing import Claim, StopSignal
 from rke2_manager.jobrun import execute
 from rke2_manager.models import Cluster, Job, JobStatus, utcnow
@@ -61,6 +62,7 @@ class Worker:
                     log.warning("worker %s: ended jobs of dead workers: %s", self.id, ended)
         except Exception:
             log.exception("worker %s: start-up recovery failed; leases will expire", self.id)
+        sweep_stale_run_dirs(pid_alive)
         self._thread = threading.Thread(target=self._loop, name=f"worker-{self.id}", daemon=True)
         self._thread.start()
 

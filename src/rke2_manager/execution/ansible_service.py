@@ -57,6 +57,20 @@ class RunOutcome:
     """What the playbook fetched to ``rke2m_kubeconfig_dest``, if anything."""
 
 
+RUN_DIR_PREFIX = "rke2m-run-"
+
+
+def sweep_stale_run_dirs(alive: Callable[[int], bool]) -> list[str]:
+    """Remove the private run directories of processes that are gone (killed mid-run)."""
+    removed = []
+    for path in Path(tempfile.gettempdir()).glob(f"{RUN_DIR_PREFIX}*"):
+        pid = path.name[len(RUN_DIR_PREFIX) :].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(str(path))
+    return removed
+
+
 def build_inventory(spec: RunSpec) -> dict[str, Any]:
     """Groups the playbooks rely on: rke2_servers, rke2_agents, rke2_targets,
     rke2_initial_master; each host's ``ansible_host`` is the node's IP."""
@@ -118,7 +132,7 @@ def run_playbook(
     if not spec.playbook.is_file():
         raise FileNotFoundError(f"playbook {spec.playbook} not found")
     secrets = spec.secrets
-    private_dir = tempfile.mkdtemp(prefix="rke2m-run-")
+    private_dir = tempfile.mkdtemp(prefix=f"{RUN_DIR_PREFIX}{os.getpid()}-")
     os.chmod(private_dir, 0o700)
 
     def handle(event: dict[str, Any]) -> bool:

@@ -23,7 +23,13 @@ class HostEvent:
 
 
 def _message(result: dict[str, Any]) -> str:
-    for key in ("msg", "stderr", "reason"):
+    # command/shell/raw say only "non-zero return code" in msg: their stderr says why
+    keys = (
+        ("stderr", "msg", "reason")
+        if result.get("rc") not in (None, 0)
+        else ("msg", "stderr", "reason")
+    )
+    for key in keys:
         value = result.get(key)
         if isinstance(value, str) and value.strip():
             return value.strip().splitlines()[-1][:500]
