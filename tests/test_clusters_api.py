@@ -9,7 +9,7 @@ from rke2_manager.config import Settings
 from rke2_manager.db import Database
 from rke2_manager.models import AuditEntry, Cluster, Node
 from rke2_manager.vault import SecretBox, new_ssh_keypair
-from tests.factories import lock_cluster, make_cluster
+from tests.factories import TEST_BOX, lock_cluster, make_cluster
 
 BODY = {
     "name": "prod",
@@ -169,3 +169,46 @@ def test_health_ready_metrics_docs(client: TestClient, db: Database) -> None:
     metrics = client.get("/metrics").text
     assert 'rke2m_refusals_total{reason="busy"}' in metrics
     assert client.get("/openapi.json").json()["info"]["title"] == "rke2-manager"
+
+
+KUBECONFIG = """apiVersion: v1
+clusters:
+- cluster:
+    certificate-authority-data: Zm9v
+    server: https://127.0.0.1:6443
+  name: default
+"""
+
+
+def test_kubeconfig_points_at_the_current_initial_master(client: TestClient, db: Database) -> None:
+    cid = make_cluster(
+        db,
+        nodes=[
+            ("m1", "127.0.20.1", "server", "ACTIVE"),
+            ("m2", "127.0.20.2", "server", "ACTIVE"),
+            ("m3", "127.0.20.3", "server", "ACTIVE"),
+        ],
+    )
+    with db.transaction() as s:
+        cluster = s.get(Cluster, cid)
+        assert cluster is not None
+        cluster.kubeconfig_enc = TEST_BOX.encrypt(KUBECONFIG)
+    r = client.get(f"/api/clusters/{cid}/kubeconfig")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("application/yaml")
+    assert "server: https://127.0.20.1:6443" in r.text and "Zm9v" in r.text
+    # removing the initial master moves the API address to the server that took over its role
+    r = client.post(
+        f"/api/clusters/{cid}/scale/remove?confirm_master_removal=true",
+        json={"nodes": [{"hostname": "m1"}]},
+    )
+    assert r.status_code == 202
+    assert "server: https://127.0.20.2:6443" in client.get(f"/api/clusters/{cid}/kubeconfig").text
+    with db.transaction() as s:
+        cluster = s.get(Cluster, cid)
+        assert cluster is not None
+        cluster.operation_status, cluster.current_job_id = "idle", None
+    client.patch(f"/api/clusters/{cid}", json={"registration_address": "rke2.example.internal"})
+    assert (
+        "server: https://rke2.example.internal:6443"
+        in client.get(f"/api/clusters/{cid}/kubeconfig").text
+    )

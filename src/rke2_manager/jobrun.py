@@ -8,7 +8,6 @@ run. The lock is released (or handed to the G3 successor) in ``finally``, whatev
 from __future__ import annotations
 
 import logging
-import re
 
 from sqlalchemy import select
 
@@ -49,7 +48,6 @@ def prepare(ctx: AppContext, fence: Fence) -> tuple[RunSpec, Progress]:
         )
         master = next((n for n in all_nodes if n.is_initial_master), None)
         registration = cluster.registration_address or (master.ip if master else None)
-        progress.api_address = registration or ""
         mark = NodeStatus.REMOVING if operation.removes else NodeStatus.INSTALLING
         for node in all_nodes:
             if node.hostname in names:
@@ -99,9 +97,8 @@ def finish(
         cluster = session.get(Cluster, claim.cluster_id)
         assert cluster is not None
         if progress is not None and progress.kubeconfig:
-            cluster.kubeconfig_enc = ctx.box.encrypt(
-                reachable_kubeconfig(progress.kubeconfig, progress.api_address)
-            )
+            # stored as RKE2 wrote it; the API points it at the current address when read
+            cluster.kubeconfig_enc = ctx.box.encrypt(progress.kubeconfig)
         if job.operation == Operation.INSTALL:
             cluster.stage = (
                 ClusterStage.READY if status == JobStatus.SUCCEEDED else ClusterStage.FAILED
@@ -114,16 +111,6 @@ def finish(
             claim.token,
             succeeded=status == JobStatus.SUCCEEDED,
         )
-
-
-def reachable_kubeconfig(text: str, address: str) -> str:
-    """RKE2 writes ``server: https://127.0.0.1:6443``; point it at the cluster instead."""
-    if not address:
-        return text
-    host = f"[{address}]" if ":" in address else address
-    return re.sub(
-        r"(server:\s*https://)(127\.0\.0\.1|localhost|\[::1\])(:\d+)", rf"\g<1>{host}\g<3>", text
-    )
 
 
 def _outcome_reason(status: str, rc: int | None, progress: Progress, timeout: int) -> str:

@@ -18,7 +18,6 @@ class Progress:
 
     operation: Operation
     before: dict[str, str]
-    api_address: str = ""
     kubeconfig: str | None = None
     touched: set[str] = field(default_factory=set)
     done: set[str] = field(default_factory=set)

@@ -13,7 +13,6 @@ from rke2_manager.clusters.schemas import (
     LockOut,
     NodeOut,
 )
-from rke2_manager.errors import NotFound
 from rke2_manager.jobs.schemas import QueuedJob, job_out
 from rke2_manager.operations.dispatch import queued_jobs
 
@@ -81,6 +80,4 @@ def get_queue(cluster_id: ClusterId, session: ReadSessionDep) -> list[QueuedJob]
 def get_kubeconfig(cluster_id: ClusterId, session: ReadSessionDep, ctx: CtxDep) -> Response:
     """The admin kubeconfig, once the install has fetched it; 404 before."""
     cluster = service.get_cluster(session, cluster_id)
-    if cluster.kubeconfig_enc is None:
-        raise NotFound(f"Cluster {cluster_id} has no kubeconfig yet; run the install first")
-    return Response(ctx.box.decrypt(cluster.kubeconfig_enc), media_type="application/yaml")
+    return Response(service.kubeconfig_for(cluster, ctx.box), media_type="application/yaml")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from sqlalchemy import select
@@ -19,7 +20,13 @@ from rke2_manager.clusters.schemas import (
     SSHOut,
 )
 from rke2_manager.errors import Conflict, InvalidRequest, NotFound
-from rke2_manager.guardrails import ClusterView, NewNode, NodeView, check_identity
+from rke2_manager.guardrails import (
+    ClusterView,
+    NewNode,
+    NodeView,
+    check_identity,
+    supervisor_target,
+)
 from rke2_manager.models import Cluster, Node
 from rke2_manager.vault import SecretBox, new_cluster_token, new_ssh_keypair, public_key_of
 
@@ -157,6 +164,28 @@ def delete_cluster(session: Session, cluster_id: int, actor: str) -> None:
     audit.record(session, actor, "cluster.delete", cluster.id, name=cluster.name)
     session.delete(cluster)
     session.flush()
+
+
+def kubeconfig_for(cluster: Cluster, box: SecretBox) -> str:
+    """The admin kubeconfig, its server pointed at the cluster's current address (the fixed
+    registration address, else the current initial master — which moves when it is removed).
+
+    Raises NotFound before the install has fetched one.
+    """
+    if cluster.kubeconfig_enc is None:
+        raise NotFound(f"Cluster {cluster.id} has no kubeconfig yet; run the install first")
+    address = supervisor_target(snapshot(cluster)) or ""
+    return reachable_kubeconfig(box.decrypt(cluster.kubeconfig_enc), address)
+
+
+def reachable_kubeconfig(text: str, address: str) -> str:
+    """RKE2 writes ``server: https://127.0.0.1:6443``; point it at ``address`` instead."""
+    if not address:
+        return text
+    host = f"[{address}]" if ":" in address else address
+    return re.sub(
+        r"(server:\s*https://)(127\.0\.0\.1|localhost|\[::1\])(:\d+)", rf"\g<1>{host}\g<3>", text
+    )
 
 
 def lock_out(cluster: Cluster) -> LockOut:
