@@ -14,11 +14,20 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session, selectinload
 
 from rke2_manager.errors import ClusterBusy, NotFound
 from rke2_manager.models import Cluster, Job, JobStatus, LockStatus, utcnow
+
+JOBS_CHANNEL = "rke2m_jobs"
+
+
+def notify_workers(session: Session) -> None:
+    """On PostgreSQL, wake every listening worker when this transaction commits (a job now
+    holds a lock and waits to be claimed). Elsewhere workers poll."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": JOBS_CHANNEL})
 
 
 def lock_cluster_row(session: Session, cluster_id: int, with_nodes: bool = True) -> Cluster:
@@ -67,6 +76,7 @@ def acquire_cluster_lock(
     job.status = JobStatus.RUNNING
     job.fencing_token = cluster.lock_token
     session.flush()
+    notify_workers(session)
     return cluster.lock_token
 
 
@@ -143,4 +153,5 @@ def hand_over_cluster_lock(
     successor.status = JobStatus.RUNNING
     successor.fencing_token = cluster.lock_token
     session.flush()
+    notify_workers(session)
     return cluster.lock_token

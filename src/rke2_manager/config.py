@@ -52,7 +52,6 @@ class Settings(BaseSettings):
     maintenance_interval: float = Field(2.0, gt=0)
     """How often each worker reclaims expired leases and starts queued jobs of idle clusters."""
 
-
     @field_validator("allowed_networks", mode="before")
     @classmethod
     def _split_networks(cls, value: Any) -> Any:

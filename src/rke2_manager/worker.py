@@ -21,6 +21,7 @@ from rke2_manager.context import AppContext
 from rke2_manager.execution.ansible_service import sweep_stale_run_dirs
 from rke2_manager.fencing import Claim, StopSignal
 from rke2_manager.jobrun import execute
+from rke2_manager.listener import Listener
 from rke2_manager.models import Cluster, Job, JobStatus, utcnow
 from rke2_manager.operations.control import (
     boot_id,
@@ -49,6 +50,7 @@ class Worker:
         self._running: dict[int, tuple[threading.Thread, StopSignal]] = {}
         self._guard = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._listener: Listener | None = None
 
     # lifecycle ----------------------------------------------------------------------------------
     def start(self) -> None:
@@ -63,6 +65,9 @@ class Worker:
         except Exception:
             log.exception("worker %s: start-up recovery failed; leases will expire", self.id)
         sweep_stale_run_dirs(pid_alive)
+        if self.ctx.db.engine.dialect.name == "postgresql":
+            self._listener = Listener(self.ctx.db.engine, self.wake)
+            self._listener.start()
         self._thread = threading.Thread(target=self._loop, name=f"worker-{self.id}", daemon=True)
         self._thread.start()
 
@@ -104,6 +109,8 @@ class Worker:
             thread.join(timeout)
         if self._thread is not None:
             self._thread.join(timeout)
+        if self._listener is not None:
+            self._listener.stop()
 
     def stop_job(self, job_id: int, reason: str) -> bool:
         """Ask a job running here to stop; False if it does not run here."""

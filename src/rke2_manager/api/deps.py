@@ -1,4 +1,4 @@
-"""Request dependencies: the app context, the request's session (the one commit point), actor."""
+"""Request dependencies: the app context, a read session, the caller (writes: see below)."""
 
 from __future__ import annotations
 
