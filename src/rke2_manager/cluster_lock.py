@@ -134,22 +134,21 @@ def release_cluster_lock(session: Session, cluster_id: int, job_id: int, token: 
 
 
 def hand_over_cluster_lock(
-    session: Session, cluster_id: int, job_id: int, token: int, successor: Job, ttl: float
+    session: Session, cluster: Cluster, job_id: int, token: int, successor: Job, ttl: float
 ) -> int | None:
-    """Pass the lock from ``job_id`` straight to ``successor`` (G3), with no idle moment in
-    between for another job to slip into. Returns the successor's token, or None (nothing
-    written) if ``job_id`` with ``token`` no longer holds the lock.
+    """Pass the lock of ``cluster`` (already locked for update) from ``job_id`` straight to
+    ``successor`` (G3), with no idle moment in between for another job to slip into. Returns the
+    successor's token, or None (nothing written) if ``job_id`` with ``token`` no longer holds it.
     """
-    if not holds_lock(session, cluster_id, job_id, token):
+    held = (cluster.operation_status, cluster.current_job_id, cluster.lock_token)
+    if held != (LockStatus.RUNNING, job_id, token):
         return None
-    cluster = session.get(Cluster, cluster_id, populate_existing=True)
-    assert cluster is not None
     now = utcnow()
     cluster.current_job_id = successor.id
     cluster.operation_started_at = now
     cluster.operation_locked_by = successor.operation
     cluster.lock_expires_at = now + timedelta(seconds=ttl)
-    cluster.lock_token = cluster.lock_token + 1
+    cluster.lock_token = token + 1
     successor.status = JobStatus.RUNNING
     successor.fencing_token = cluster.lock_token
     session.flush()

@@ -104,7 +104,7 @@ def pass_on(
             _end(successor, JobStatus.FAILED, exc.detail)
             cancel_successors(session, successor)
         else:
-            hand_over_cluster_lock(session, cluster_id, job.id, token, successor, settings.lock_ttl)
+            hand_over_cluster_lock(session, cluster, job.id, token, successor, settings.lock_ttl)
             return successor
     else:
         cancel_successors(session, job)
