@@ -31,6 +31,16 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = 8000
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Names a request's ``Host`` header may carry (DNS rebinding); empty: the listen address,
+    ``localhost``, ``127.0.0.1`` and ``::1`` (and this machine's names on a wildcard address).
+    ``*`` accepts any."""
+    insecure_no_auth: bool = False
+    """With no API token created, serve every client (not only loopback) as admin. Labs only."""
+    max_body: int = Field(1_048_576, ge=1024, le=64 * 1_048_576)
+    """Largest request body in bytes; larger ones get 413 before more is read."""
+    artifact_root: Path | None = None
+    """Every cluster's ``rke2.artifact_dir`` must lie under it; default ``<data dir>/artifacts``."""
 
     probe_policy: Literal["off", "warn", "enforce"] = "warn"
     probe_timeout: float = Field(2.0, gt=0, le=30)
@@ -52,7 +62,7 @@ class Settings(BaseSettings):
     maintenance_interval: float = Field(2.0, gt=0)
     """How often each worker reclaims expired leases and starts queued jobs of idle clusters."""
 
-    @field_validator("allowed_networks", mode="before")
+    @field_validator("allowed_networks", "allowed_hosts", mode="before")
     @classmethod
     def _split_networks(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -81,6 +91,11 @@ class Settings(BaseSettings):
                 hide_password=False
             )
         return self
+
+    @property
+    def artifact_root_dir(self) -> Path:
+        """Where air-gap artifact directories must lie (absolute, symlinks resolved)."""
+        return (self.artifact_root or self.data_dir / "artifacts").resolve()
 
     @property
     def is_sqlite(self) -> bool:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 
 from rke2_manager.db import WRITE_OPTION
 
@@ -29,11 +29,30 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     """Bring the schema to ``revision``; safe to run when already there, and from several
     processes at once (they take turns: PostgreSQL advisory lock, SQLite write lock)."""
     cfg = alembic_config(engine)
-    with engine.execution_options(**{WRITE_OPTION: True}).begin() as conn:
-        if conn.dialect.name == "postgresql":
-            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, revision)
+    with engine.connect() as conn:
+        sqlite = conn.dialect.name == "sqlite"
+        # A batch migration rebuilds a SQLite table (copy, DROP, rename); with foreign keys on,
+        # the DROP would cascade into the child tables. The pragma only takes effect outside a
+        # transaction, so it is set on the raw connection before ours begins, and restored.
+        if sqlite:
+            _pragma_foreign_keys(conn, on=False)
+        try:
+            with conn.execution_options(**{WRITE_OPTION: True}).begin():
+                if not sqlite:
+                    conn.execute(
+                        text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
+                    )
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, revision)
+        finally:
+            if sqlite:
+                _pragma_foreign_keys(conn, on=True)
+
+
+def _pragma_foreign_keys(conn: Connection, on: bool) -> None:
+    raw = conn.connection.dbapi_connection
+    assert raw is not None
+    raw.execute(f"PRAGMA foreign_keys={'ON' if on else 'OFF'}")
 
 
 def check(engine: Engine) -> None:

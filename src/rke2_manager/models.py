@@ -104,6 +104,18 @@ class ClusterStage(enum.StrEnum):
     FAILED = "failed"
 
 
+class ApiRole(enum.StrEnum):
+    """What a token may do; each role includes the ones before it."""
+
+    VIEWER = "viewer"
+    OPERATOR = "operator"
+    ADMIN = "admin"
+
+    @property
+    def rank(self) -> int:
+        return list(ApiRole).index(self)
+
+
 class LockStatus(enum.StrEnum):
     IDLE = "idle"
     RUNNING = "running"
@@ -118,6 +130,8 @@ class Cluster(Base):
     __table_args__ = (
         CheckConstraint(_in("stage", ClusterStage), name="stage"),
         CheckConstraint(_in("operation_status", LockStatus), name="operation_status"),
+        # ids are never reused after a delete: a script that stored one can't name another
+        {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -127,10 +141,15 @@ class Cluster(Base):
     rke2_channel: Mapped[str] = mapped_column(String(32), default="stable")
     rke2_artifact_dir: Mapped[str | None] = mapped_column(String(4096))
     rke2_config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    """The plain ``config.yaml`` keys; keys that hold secrets live in rke2_config_secrets_enc."""
+    rke2_config_secrets_enc: Mapped[str | None] = mapped_column(Text)
+    """Encrypted JSON object of the secret ``config.yaml`` keys (write-only in the API)."""
     ssh_user: Mapped[str] = mapped_column(String(64), default="root")
     ssh_port: Mapped[int] = mapped_column(Integer, default=22)
     ssh_private_key_enc: Mapped[str] = mapped_column(Text)
     ssh_public_key: Mapped[str | None] = mapped_column(Text)
+    ssh_host_key_checking: Mapped[bool] = mapped_column(Boolean, default=True)
+    """Pin each node's SSH host key on first contact (off only for throwaway labs)."""
     token_enc: Mapped[str] = mapped_column(Text)
     registration_address: Mapped[str | None] = mapped_column(String(255))
     kubeconfig_enc: Mapped[str | None] = mapped_column(Text)
@@ -173,6 +192,11 @@ class Node(Base):
     status: Mapped[str] = mapped_column(String(16), default=NodeStatus.PENDING)
     status_reason: Mapped[str | None] = mapped_column(Text)
     is_initial_master: Mapped[bool] = mapped_column(Boolean, default=False)
+    host_key: Mapped[str | None] = mapped_column(Text)
+    """The SSH host key pinned on first contact, ``<type> <base64>`` (known_hosts form)."""
+    host_key_pinned_at: Mapped[datetime | None]
+    host_key_offered: Mapped[str | None] = mapped_column(String(128))
+    """Fingerprint of a different key the node offered (a job failed on it), until accepted."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -184,6 +208,7 @@ class Job(Base):
     __table_args__ = (
         CheckConstraint(_in("operation", Operation), name="operation"),
         CheckConstraint(_in("status", JobStatus), name="status"),
+        {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -219,6 +244,8 @@ class JobLogLine(Base):
 
 
 class AuditEntry(Base):
+    """Append-only: rows are added, never changed or deleted by the service."""
+
     __tablename__ = "audit_log"
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -228,3 +255,24 @@ class AuditEntry(Base):
     cluster_id: Mapped[int | None] = mapped_column(Integer, index=True)
     job_id: Mapped[int | None] = mapped_column(Integer)
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class ApiToken(Base):
+    """An API bearer token: only its SHA-256 is stored; the token is shown once, at creation."""
+
+    __tablename__ = "api_tokens"
+    __table_args__ = (
+        CheckConstraint(_in("role", ApiRole), name="role"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    """The token's first characters, to recognise it in a list."""
+    created_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
