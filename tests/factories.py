@@ -119,7 +119,7 @@ MODES = {
 """,
     "echo_secret": """
     - name: print the token (a playbook bug the redaction must catch)
-      ansible.builtin.debug: {msg: "token={{ lookup('env', 'RKE2M_CLUSTER_TOKEN') }}"}
+      ansible.builtin.debug: {msg: "token={{ rke2m_token }}"}
     - name: "[rke2m] node ready"
       ansible.builtin.debug: {msg: done}
 """,

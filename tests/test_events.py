@@ -50,14 +50,33 @@ def test_redact() -> None:
     assert redact("token=abc123 and abc123", ["abc123", ""]) == "token=******** and ********"
 
 
-def test_sweep_removes_only_dead_processes_run_dirs() -> None:
-    dead = Path(tempfile.mkdtemp(prefix=f"{RUN_DIR_PREFIX}4000001-"))
-    alive = Path(tempfile.mkdtemp(prefix=f"{RUN_DIR_PREFIX}4000002-"))
-    mine = Path(tempfile.mkdtemp(prefix=f"{RUN_DIR_PREFIX}{os.getpid()}-"))
-    try:
-        removed = sweep_stale_run_dirs(lambda pid: pid == 4000002)
-        assert str(dead) in removed and not dead.exists()
-        assert alive.exists() and mine.exists()
-    finally:
-        for path in (alive, mine):
-            path.rmdir()
+def test_sweep_removes_only_dead_processes_run_dirs(tmp_path: Path) -> None:
+    dead = Path(tempfile.mkdtemp(prefix=f"{RUN_DIR_PREFIX}4000001-", dir=tmp_path))
+    (dead / "env").mkdir()
+    (dead / "env" / "extravars").write_text("rke2m_token: secret\n")
+    alive = Path(tempfile.mkdtemp(prefix=f"{RUN_DIR_PREFIX}4000002-", dir=tmp_path))
+    mine = Path(tempfile.mkdtemp(prefix=f"{RUN_DIR_PREFIX}{os.getpid()}-", dir=tmp_path))
+    removed = sweep_stale_run_dirs(tmp_path, lambda pid: pid == 4000002)
+    assert removed == [str(dead)] and not dead.exists()
+    assert alive.exists() and mine.exists()
+    assert sweep_stale_run_dirs(tmp_path / "never-made", lambda pid: False) == []
+
+
+def test_changed_host_key_names_the_node_and_the_offered_fingerprint() -> None:
+    fp = "SHA256:" + "A1b2" * 10 + "xyz"
+    msg = (
+        "Failed to connect to the host via ssh: @@@@@@@@@@@@\n"
+        "@    WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!     @\n"
+        "The fingerprint for the ED25519 key sent by the remote host is\n"
+        f"{fp}.\nPlease contact your system administrator.\nHost key verification failed."
+    )
+    fact = interpret(event("runner_on_unreachable", "Stage", {"msg": msg, "unreachable": True}))
+    assert fact == HostEvent(
+        "w1", "host_key_changed", f"host key of node w1 changed (it offered {fp})", fp
+    )
+    # strict checking with no key of the offered type known: no fingerprint to show
+    fact = interpret(event("runner_on_unreachable", "x", {"msg": "Host key verification failed."}))
+    assert fact == HostEvent("w1", "host_key_changed", "host key of node w1 changed", None)
+    # any other SSH failure stays "unreachable"
+    fact = interpret(event("runner_on_unreachable", "x", {"msg": "Permission denied (publickey)."}))
+    assert fact is not None and fact.kind == "unreachable"

@@ -7,14 +7,16 @@ run. The lock is released (or handed to the G3 successor) in ``finally``, whatev
 
 from __future__ import annotations
 
+import json
 import logging
+from typing import Any
 
 from sqlalchemy import select
 
 from rke2_manager.cluster_lock import release_cluster_lock
 from rke2_manager.context import AppContext
 from rke2_manager.errors import LockLost
-from rke2_manager.execution.ansible_service import HostSpec, RunSpec, run_playbook
+from rke2_manager.execution.ansible_service import HostSpec, RunSpec, run_playbook, runs_dir
 from rke2_manager.fencing import Claim, Fence, LogWriter, StopSignal
 from rke2_manager.metrics import JOBS_FINISHED
 from rke2_manager.models import (
@@ -30,16 +32,49 @@ from rke2_manager.models import (
 from rke2_manager.netpolicy import AddressNotAllowed
 from rke2_manager.nodestatus import Progress, on_host, settle_nodes
 from rke2_manager.operations.dispatch import pass_on
+from rke2_manager.paths import PathNotAllowed, check_artifact_dir
 
 log = logging.getLogger(__name__)
 
 
+def _artifact_dir(ctx: AppContext, cluster: Cluster) -> str:
+    """The cluster's artifact directory, checked again now (symlinks resolved): it may have
+    changed on disk, or in the database, since it was validated. Raises PathNotAllowed."""
+    if not cluster.rke2_artifact_dir:
+        return ""
+    root = ctx.settings.artifact_root_dir
+    path = check_artifact_dir(cluster.rke2_artifact_dir, root, must_exist=True)
+    # Ansible reads the resolved path: a link swapped after this check cannot lead it out
+    return str(path.resolve())
+
+
+def _secret_config(ctx: AppContext, cluster: Cluster) -> dict[str, Any]:
+    if cluster.rke2_config_secrets_enc is None:
+        return {}
+    value = json.loads(ctx.box.decrypt(cluster.rke2_config_secrets_enc))
+    if not isinstance(value, dict):
+        raise ValueError("the cluster's secret config keys are not a JSON object")
+    return value
+
+
+def _secret_strings(value: Any) -> list[str]:
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _secret_strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _secret_strings(v)]
+    return [str(value)] if value not in (None, "", True, False) else []
+
+
 def prepare(ctx: AppContext, fence: Fence) -> tuple[RunSpec, Progress]:
-    """Mark the targets INSTALLING or REMOVING and build the run; fenced."""
+    """Mark the targets INSTALLING or REMOVING and build the run; fenced.
+
+    Raises PathNotAllowed (writing nothing) when the artifact directory is not allowed.
+    """
     with fence.session() as session:
         job = session.get(Job, fence.claim.job_id)
         cluster = session.get(Cluster, fence.claim.cluster_id)
         assert job is not None and cluster is not None
+        artifact_dir = _artifact_dir(ctx, cluster)
         operation = Operation(job.operation)
         all_nodes = list(session.scalars(select(Node).where(Node.cluster_id == cluster.id)))
         names = {t["hostname"] for t in job.targets}
@@ -54,28 +89,43 @@ def prepare(ctx: AppContext, fence: Fence) -> tuple[RunSpec, Progress]:
                 node.status, node.status_reason = mark, None
         if operation == Operation.INSTALL:
             cluster.stage = ClusterStage.INSTALLING
+        token = ctx.box.decrypt(cluster.token_enc)
+        secret_config = _secret_config(ctx, cluster)
         spec = RunSpec(
             playbook=ctx.settings.playbook_dir / f"{operation.value}.yml",
             hosts=[
-                HostSpec(n.hostname, n.ip, n.role, n.hostname in names, n.is_initial_master)
+                HostSpec(
+                    n.hostname,
+                    n.ip,
+                    n.role,
+                    n.hostname in names,
+                    n.is_initial_master,
+                    n.host_key if cluster.ssh_host_key_checking else None,
+                )
                 for n in all_nodes
             ],
+            run_root=runs_dir(ctx.settings.data_dir),
+            cluster_id=cluster.id,
             ssh_user=cluster.ssh_user,
             ssh_port=cluster.ssh_port,
             ssh_key=ctx.box.decrypt(cluster.ssh_private_key_enc),
+            host_key_checking=cluster.ssh_host_key_checking,
+            # all of it reaches Ansible marked unsafe, in a 0600 file (run_inputs)
             extravars={
                 **ctx.settings.ansible_extra_vars,
                 "rke2m_cluster": cluster.name,
                 "rke2m_operation": operation.value,
                 "rke2_version": cluster.rke2_version or "",
                 "rke2_channel": cluster.rke2_channel,
-                "rke2_artifact_dir": cluster.rke2_artifact_dir or "",
+                "rke2_artifact_dir": artifact_dir,
                 "rke2_config": cluster.rke2_config,
+                "rke2_config_secrets": secret_config,
                 "rke2_registration_address": registration or "",
                 "rke2_fixed_registration_address": cluster.registration_address or "",
                 "rke2_supervisor_port": ctx.settings.supervisor_port,
+                "rke2m_token": token,
             },
-            secret_env={"RKE2M_CLUSTER_TOKEN": ctx.box.decrypt(cluster.token_enc)},
+            secret_values=[token, *_secret_strings(secret_config)],
             allowed_networks=ctx.settings.allowed_networks,
         )
     return spec, progress
@@ -114,6 +164,9 @@ def finish(
 
 
 def _outcome_reason(status: str, rc: int | None, progress: Progress, timeout: int) -> str:
+    if progress.host_key_changed:
+        # said first and as it is: an operator must see this before any knock-on failure
+        return next(iter(progress.host_key_changed.values()))
     if progress.failed:
         host, why = next(iter(progress.failed.items()))
         more = len(progress.failed) - 1
@@ -144,6 +197,7 @@ def execute(ctx: AppContext, claim: Claim, stop: StopSignal) -> None:
         )
         logw.flush()
         progress.kubeconfig = outcome.kubeconfig
+        progress.host_keys = outcome.host_keys
         if outcome.status == "successful" and not progress.failed:
             status, reason = JobStatus.SUCCEEDED, None
         elif stop.is_set() and not progress.failed:
@@ -153,7 +207,7 @@ def execute(ctx: AppContext, claim: Claim, stop: StopSignal) -> None:
     except LockLost:
         log.warning("job %s lost its lock; stopping without further writes", claim.job_id)
         lost = True
-    except (AddressNotAllowed, FileNotFoundError) as exc:
+    except (AddressNotAllowed, FileNotFoundError, PathNotAllowed) as exc:
         reason = str(exc)
     except Exception as exc:
         log.exception("job %s crashed", claim.job_id)

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from rke2_manager.execution.events import HostEvent
 from rke2_manager.fencing import Claim, Fence
-from rke2_manager.models import Node, NodeStatus, Operation
+from rke2_manager.models import Node, NodeStatus, Operation, utcnow
 
 
 @dataclass
@@ -22,6 +22,10 @@ class Progress:
     touched: set[str] = field(default_factory=set)
     done: set[str] = field(default_factory=set)
     failed: dict[str, str] = field(default_factory=dict)
+    host_key_changed: dict[str, str] = field(default_factory=dict)
+    """Targets whose SSH host key no longer matched the pinned one: hostname -> reason."""
+    host_keys: dict[str, str] = field(default_factory=dict)
+    """Keys learned on first contact, to pin when the job ends: hostname -> key."""
 
 
 def _nodes(session: Session, cluster_id: int, names: set[str]) -> list[Node]:
@@ -30,14 +34,28 @@ def _nodes(session: Session, cluster_id: int, names: set[str]) -> list[Node]:
     )
 
 
+def accept_hint(cluster_id: int, hostname: str) -> str:
+    return (
+        "; if the node was reinstalled, accept its new key with "
+        f"POST /api/clusters/{cluster_id}/nodes/{hostname}/accept-host-key and run again"
+    )
+
+
 def on_host(fence: Fence, progress: Progress, fact: HostEvent) -> None:
     """Follow a host fact: failures and milestones are written at once (fenced)."""
     if fact.host not in progress.before:
         return
     progress.touched.add(fact.host)
-    if fact.kind in ("failed", "unreachable") and fact.host not in progress.failed:
-        progress.failed[fact.host] = fact.reason or fact.kind
-        status, reason = NodeStatus.FAILED, fact.reason
+    offered = None
+    if fact.kind == "host_key_changed" and fact.host not in progress.failed:
+        reason = (fact.reason or "host key changed") + accept_hint(
+            fence.claim.cluster_id, fact.host
+        )
+        progress.failed[fact.host] = progress.host_key_changed[fact.host] = reason
+        status, offered = NodeStatus.FAILED, fact.fingerprint or "unknown"
+    elif fact.kind in ("failed", "unreachable") and fact.host not in progress.failed:
+        progress.failed[fact.host] = reason = fact.reason or fact.kind
+        status = NodeStatus.FAILED
     elif fact.kind in ("ready", "removed") and fact.host not in progress.done:
         progress.done.add(fact.host)
         status, reason = NodeStatus.ACTIVE, None
@@ -47,12 +65,26 @@ def on_host(fence: Fence, progress: Progress, fact: HostEvent) -> None:
         for node in _nodes(session, fence.claim.cluster_id, {fact.host}):
             if fact.kind == "removed":
                 session.delete(node)
-            else:
-                node.status, node.status_reason = status, reason
+                continue
+            node.status, node.status_reason = status, reason
+            if offered is not None:
+                node.host_key_offered = offered[:128]
+
+
+def pin_host_keys(session: Session, cluster_id: int, learned: dict[str, str]) -> list[str]:
+    """Pin the keys learned on first contact on nodes that have none pinned; their names."""
+    pinned = []
+    for node in _nodes(session, cluster_id, set(learned)):
+        if node.host_key is None:
+            node.host_key, node.host_key_pinned_at = learned[node.hostname], utcnow()
+            node.host_key_offered = None
+            pinned.append(node.hostname)
+    return pinned
 
 
 def settle_nodes(session: Session, claim: Claim, progress: Progress, succeeded: bool) -> None:
-    """Give every target its final status once the run has ended."""
+    """Give every target its final status once the run has ended; pin learned host keys."""
+    pin_host_keys(session, claim.cluster_id, progress.host_keys)
     removes = progress.operation.removes
     for node in _nodes(session, claim.cluster_id, set(progress.before)):
         name = node.hostname

@@ -1,8 +1,11 @@
-"""The ansible-runner adapter [services/ansible_service.py]: inventory, secrets, one run.
+"""The ansible-runner adapter [services/ansible_service.py]: one run of one playbook.
 
-Secrets never touch the disk in a readable place or the command line: the SSH key goes to
-ansible-runner as a FIFO consumed by ``ssh-agent``, the cluster token through the environment
-(``suppress_env_files``), and the run's private data directory is deleted afterwards.
+What a run gets, and how: the inventory and every variable (the cluster token and secret
+config keys included) in 0600 files written by :mod:`.run_inputs`, every string marked
+``!unsafe``; the SSH key through ansible-runner's FIFO consumed by ``ssh-agent``. Nothing
+secret is on a command line or in the environment. The run's private directory lives under
+``<data dir>/runs/`` (0700) and is deleted afterwards. SSH connections are shared only
+between runs of the same cluster with the same key (see :mod:`.ssh`).
 """
 
 from __future__ import annotations
@@ -19,33 +22,41 @@ from typing import Any
 import ansible_runner
 
 from rke2_manager.execution.events import HostEvent, interpret, redact
+from rke2_manager.execution.run_inputs import HostSpec, learned_host_keys, write_run_inputs
+from rke2_manager.execution.ssh import ssh_env
 from rke2_manager.netpolicy import check_allowed
 
-
-@dataclass(frozen=True)
-class HostSpec:
-    name: str
-    address: str
-    role: str
-    target: bool
-    initial_master: bool = False
+__all__ = [
+    "HostSpec",
+    "RunOutcome",
+    "RunSpec",
+    "run_playbook",
+    "runs_dir",
+    "sweep_stale_run_dirs",
+]
 
 
 @dataclass
 class RunSpec:
     playbook: Path
     hosts: list[HostSpec]
+    run_root: Path = field(default_factory=lambda: runs_dir(Path("data")))
+    """Where the run's private directory is made: :func:`runs_dir` of the data dir."""
+    cluster_id: int = 0
     ssh_user: str = "root"
     ssh_port: int = 22
     ssh_key: str | None = None
+    host_key_checking: bool = True
     extravars: dict[str, Any] = field(default_factory=dict)
-    secret_env: dict[str, str] = field(default_factory=dict)
+    """Every variable of the run, secrets included; written to a 0600 file, marked unsafe."""
+    secret_values: list[str] = field(default_factory=list)
+    """Values redacted from the output (the cluster token, secret config values)."""
     timeout: int = 7200
     allowed_networks: list[str] = field(default_factory=list)
 
     @property
     def secrets(self) -> list[str]:
-        return [v for v in (self.ssh_key, *self.secret_env.values()) if v]
+        return [v for v in (self.ssh_key, *self.secret_values) if v]
 
 
 @dataclass
@@ -55,15 +66,24 @@ class RunOutcome:
     rc: int | None
     kubeconfig: str | None = None
     """What the playbook fetched to ``rke2m_kubeconfig_dest``, if anything."""
+    host_keys: dict[str, str] = field(default_factory=dict)
+    """Host keys learned on first contact with nodes that had none pinned: hostname -> key."""
 
 
 RUN_DIR_PREFIX = "rke2m-run-"
 
 
-def sweep_stale_run_dirs(alive: Callable[[int], bool]) -> list[str]:
-    """Remove the private run directories of processes that are gone (killed mid-run)."""
-    removed = []
-    for path in Path(tempfile.gettempdir()).glob(f"{RUN_DIR_PREFIX}*"):
+def runs_dir(data_dir: Path) -> Path:
+    """Where runs' private directories are made: ``<data dir>/runs`` (0700 once used)."""
+    return (data_dir / "runs").resolve()
+
+
+def sweep_stale_run_dirs(root: Path, alive: Callable[[int], bool]) -> list[str]:
+    """Remove the private run directories under ``root`` of processes that are gone."""
+    removed: list[str] = []
+    if not root.is_dir():
+        return removed
+    for path in root.glob(f"{RUN_DIR_PREFIX}*"):
         pid = path.name[len(RUN_DIR_PREFIX) :].split("-", 1)[0]
         if pid.isdigit() and int(pid) != os.getpid() and not alive(int(pid)):
             shutil.rmtree(path, ignore_errors=True)
@@ -71,47 +91,18 @@ def sweep_stale_run_dirs(alive: Callable[[int], bool]) -> list[str]:
     return removed
 
 
-def build_inventory(spec: RunSpec) -> dict[str, Any]:
-    """Groups the playbooks rely on: rke2_servers, rke2_agents, rke2_targets,
-    rke2_initial_master; each host's ``ansible_host`` is the node's IP."""
-    hosts = {h.name: {"ansible_host": h.address, "rke2_role": h.role} for h in spec.hosts}
-
-    def group(names: list[str]) -> dict[str, Any]:
-        return {"hosts": {n: {} for n in names}}
-
-    return {
-        "all": {
-            "hosts": hosts,
-            "vars": {
-                "ansible_user": spec.ssh_user,
-                "ansible_port": spec.ssh_port,
-                "ansible_become": spec.ssh_user != "root",
-            },
-            "children": {
-                "rke2_servers": group([h.name for h in spec.hosts if h.role == "server"]),
-                "rke2_agents": group([h.name for h in spec.hosts if h.role == "agent"]),
-                "rke2_targets": group([h.name for h in spec.hosts if h.target]),
-                "rke2_initial_master": group([h.name for h in spec.hosts if h.initial_master]),
-            },
-        }
-    }
-
-
-def _envvars(spec: RunSpec) -> dict[str, str]:
+def _envvars(spec: RunSpec, known_hosts: Path) -> dict[str, str]:
     forks = max(5, min(50, len(spec.hosts)))
     return {
         # ansible-runner starts ansible-playbook by name: ours must come first on PATH.
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-        "ANSIBLE_HOST_KEY_CHECKING": "False",
         "ANSIBLE_PIPELINING": "True",
-        "ANSIBLE_SSH_ARGS": "-o ControlMaster=auto -o ControlPersist=60s "
-        "-o UserKnownHostsFile=/dev/null -o StrictHostKeyChecking=no",
         "ANSIBLE_FORKS": str(forks),
         "ANSIBLE_RETRY_FILES_ENABLED": "False",
         "ANSIBLE_NOCOLOR": "True",
         "ANSIBLE_PYTHON_INTERPRETER": "auto_silent",
         "ANSIBLE_TIMEOUT": "10",
-        **spec.secret_env,
+        **ssh_env(spec.cluster_id, spec.ssh_key, known_hosts, spec.host_key_checking),
     }
 
 
@@ -132,8 +123,11 @@ def run_playbook(
     if not spec.playbook.is_file():
         raise FileNotFoundError(f"playbook {spec.playbook} not found")
     secrets = spec.secrets
-    private_dir = tempfile.mkdtemp(prefix=f"{RUN_DIR_PREFIX}{os.getpid()}-")
-    os.chmod(private_dir, 0o700)
+    spec.run_root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(spec.run_root, 0o700)
+    private_dir = Path(
+        tempfile.mkdtemp(prefix=f"{RUN_DIR_PREFIX}{os.getpid()}-", dir=spec.run_root)
+    )
 
     def handle(event: dict[str, Any]) -> bool:
         fact = interpret(event)
@@ -144,22 +138,36 @@ def run_playbook(
             on_output(redact(str(stdout), secrets).splitlines())
         return False  # ours is the only copy of the event we need: do not keep it on disk
 
-    kubeconfig = Path(private_dir) / "kubeconfig.yaml"
+    kubeconfig = private_dir / "kubeconfig.yaml"
     try:
+        known_hosts = write_run_inputs(
+            private_dir,
+            spec.hosts,
+            {**spec.extravars, "rke2m_kubeconfig_dest": str(kubeconfig)},
+            ssh_user=spec.ssh_user,
+            ssh_port=spec.ssh_port,
+            host_key_checking=spec.host_key_checking,
+        )
         runner = ansible_runner.run(
-            private_data_dir=private_dir,
+            private_data_dir=str(private_dir),
             playbook=str(spec.playbook.resolve()),
-            inventory=build_inventory(spec),
-            extravars={**spec.extravars, "rke2m_kubeconfig_dest": str(kubeconfig)},
-            envvars=_envvars(spec),
+            envvars=_envvars(spec, known_hosts),
             ssh_key=spec.ssh_key,
             suppress_env_files=True,
+            suppress_output_file=True,
             quiet=True,
             timeout=spec.timeout,
             event_handler=handle,
             cancel_callback=should_cancel,
         )
         fetched = kubeconfig.read_text() if kubeconfig.is_file() else None
-        return RunOutcome(status=str(runner.status), rc=runner.rc, kubeconfig=fetched)
+        learned = (
+            learned_host_keys(known_hosts, spec.hosts, spec.ssh_port)
+            if spec.host_key_checking
+            else {}
+        )
+        return RunOutcome(
+            status=str(runner.status), rc=runner.rc, kubeconfig=fetched, host_keys=learned
+        )
     finally:
         shutil.rmtree(private_dir, ignore_errors=True)

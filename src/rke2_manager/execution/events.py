@@ -6,13 +6,21 @@ Playbooks mark a node's milestone with a task whose name starts with a marker, e
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
 READY_MARKER = "[rke2m] node ready"
 REMOVED_MARKER = "[rke2m] node removed"
 
-Kind = Literal["touched", "failed", "unreachable", "ready", "removed"]
+Kind = Literal["touched", "failed", "unreachable", "host_key_changed", "ready", "removed"]
+
+#: What OpenSSH prints when a host's key differs from the pinned one (or no pinned key of the
+#: type the host offers is known while strict checking is on).
+_HOST_KEY_FAILURE = re.compile(
+    r"REMOTE HOST IDENTIFICATION HAS CHANGED|Host key verification failed"
+)
+_FINGERPRINT = re.compile(r"\b(SHA256:[A-Za-z0-9+/]{43}|MD5(?::[0-9a-f]{2}){16})")
 
 
 @dataclass(frozen=True)
@@ -20,6 +28,18 @@ class HostEvent:
     host: str
     kind: Kind
     reason: str | None = None
+    fingerprint: str | None = None
+    """For ``host_key_changed``: the fingerprint of the key the host offered, if SSH said."""
+
+
+def host_key_changed(host: str, message: str) -> HostEvent:
+    """The fact for an SSH failure whose ``message`` says the host key did not match."""
+    found = _FINGERPRINT.search(message)
+    fingerprint = found.group(1) if found else None
+    offered = f" (it offered {fingerprint})" if fingerprint else ""
+    return HostEvent(
+        host, "host_key_changed", f"host key of node {host} changed{offered}", fingerprint
+    )
 
 
 def _message(result: dict[str, Any]) -> str:
@@ -59,6 +79,9 @@ def interpret(event: dict[str, Any]) -> HostEvent | None:
         return HostEvent(host, "failed", f"task '{task}' failed: {_message(result)}")
     if kind == "runner_on_unreachable":
         result = data.get("res") or {}
+        text = " ".join(str(result.get(k) or "") for k in ("msg", "stderr"))
+        if _HOST_KEY_FAILURE.search(text):
+            return host_key_changed(host, text)
         return HostEvent(host, "unreachable", f"unreachable: {_message(result)}")
     return None
 
