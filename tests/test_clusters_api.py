@@ -36,6 +36,7 @@ def test_create_cluster_first_server_is_initial_master(
         "channel": "stable",
         "artifact_dir": None,
         "config": {},
+        "secret_config_keys": [],
     }
     by_name = {n["hostname"]: n for n in body["nodes"]}
     assert by_name["m1"]["is_initial_master"] is True
@@ -59,6 +60,8 @@ def test_create_with_given_key_and_options(
     client: TestClient, db: Database, settings: Settings
 ) -> None:
     private, public = new_ssh_keypair("me@laptop")
+    artifacts = settings.artifact_root_dir / "v1.31.4"
+    artifacts.mkdir(parents=True)
     r = client.post(
         "/api/clusters",
         json={
@@ -66,7 +69,7 @@ def test_create_with_given_key_and_options(
             "ssh": {"user": "ubuntu", "port": 2222, "private_key": private},
             "rke2": {
                 "version": "v1.31.4+rke2r1",
-                "artifact_dir": "/srv/rke2-artifacts",
+                "artifact_dir": str(artifacts),
                 "config": {"cni": "canal"},
             },
             "registration_address": "rke2.example.internal",
@@ -77,6 +80,7 @@ def test_create_with_given_key_and_options(
     assert body["ssh"] == {"user": "ubuntu", "port": 2222, "public_key": public.rsplit(" ", 1)[0]}
     assert body["rke2"]["version"] == "v1.31.4+rke2r1"
     assert body["rke2"]["config"] == {"cni": "canal"}
+    assert body["rke2"]["artifact_dir"] == str(artifacts)
     assert body["registration_address"] == "rke2.example.internal"
     assert private.splitlines()[1] not in r.text
     with db.read_session() as s:

@@ -11,12 +11,16 @@ import typer
 from rich.console import Console
 
 from rke2_manager.config import get_settings
+from rke2_manager.datadir import prepare_data_dir
 
 app = typer.Typer(help="Install and scale RKE2 clusters over SSH, one safe operation at a time.")
 console = Console(stderr=True)
 
 
 def _logging() -> None:
+    from rke2_manager.redaction import install_log_redaction
+
+    install_log_redaction()  # every record: decrypted secrets and the key masked
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -35,6 +39,7 @@ def serve(
 
     _logging()
     settings = get_settings()
+    prepare_data_dir(settings)  # umask 077; data dir 0700, its files 0600
     listen_host = host or settings.host
     listen_port = port or settings.port
     console.print(f"rke2-manager: database {settings.database_url.split('@')[-1]}")
@@ -57,9 +62,11 @@ def run_worker() -> None:
 
     _logging()
     settings = get_settings()
-    db = Database(settings.database_url)
+    prepare_data_dir(settings)  # umask 077; data dir 0700, its files 0600
+    box = SecretBox.from_settings(settings)
+    db = Database(settings.database_url, box=box)  # redacts secrets before each flush
     migrate.upgrade(db.engine)
-    ctx = AppContext(settings, db, SecretBox.from_settings(settings), make_prober(settings))
+    ctx = AppContext(settings, db, box, make_prober(settings))
     w = Worker(ctx)
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
@@ -76,7 +83,9 @@ def migrate() -> None:
     from rke2_manager import migrate as migrations
     from rke2_manager.db import make_engine
 
-    engine = make_engine(get_settings().database_url)
+    settings = get_settings()
+    prepare_data_dir(settings)  # umask 077; data dir 0700, its files 0600
+    engine = make_engine(settings.database_url)
     migrations.upgrade(engine)
     engine.dispose()
     console.print("database schema is up to date")

@@ -8,18 +8,33 @@ and the same sessions work unchanged there.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+if TYPE_CHECKING:
+    from rke2_manager.vault import SecretBox
+
 WRITE_OPTION = "rke2m_write"
+BOX_INFO = "rke2m_box"
+
+
+def load_json(text: str | bytes) -> Any:
+    """JSON columns as stored; a value no parser can read (nested past Python's recursion
+    limit, or not JSON at all in a hand-edited SQLite file) reads as a string saying so, so
+    no stored value can make a later read fail."""
+    try:
+        return json.loads(text)
+    except (RecursionError, ValueError):
+        return f"<unreadable JSON value of {len(text)} characters>"
 
 
 def _ensure_wal(cur: Any, patience: float = 30.0) -> None:
@@ -59,6 +74,7 @@ def _configure_sqlite(engine: Engine) -> None:
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """Create an engine for ``url``; SQLite files get WAL, foreign keys and up-front write locks."""
     parsed = make_url(url)
+    kwargs.setdefault("json_deserializer", load_json)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
@@ -75,15 +91,36 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
 
 class Database:
-    """An engine with two session factories: reads, and writes that lock up front on SQLite."""
+    """An engine with two session factories: reads, and writes that lock up front on SQLite.
 
-    def __init__(self, url: str, **kwargs: Any) -> None:
+    With a SecretBox (``box=`` or :meth:`attach_redaction`) every session redacts secrets from
+    job, node, log and audit rows before they are flushed, and carries the box in
+    ``session.info`` (see :func:`session_box`) for response builders that need it.
+    """
+
+    def __init__(self, url: str, *, box: SecretBox | None = None, **kwargs: Any) -> None:
         self.engine = make_engine(url, **kwargs)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         self._read = sessionmaker(self.engine, expire_on_commit=False)
         self._write = sessionmaker(
             self.engine.execution_options(**{WRITE_OPTION: True}), expire_on_commit=False
         )
+        self.box: SecretBox | None = None
+        if box is not None:
+            self.attach_redaction(box)
+
+    def attach_redaction(self, box: SecretBox) -> None:
+        """Redact secrets (``redaction.py``) in every session made from now on; once only."""
+        from rke2_manager.redaction import install_session_redaction
+
+        if self.box is not None:
+            if self.box is not box:
+                raise ValueError("this Database already redacts with another SecretBox")
+            return
+        self.box = box
+        for factory in (self._read, self._write):
+            factory.configure(info={BOX_INFO: box})
+            install_session_redaction(factory, box)
 
     def read_session(self) -> Session:
         return self._read()
@@ -109,3 +146,9 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def session_box(session: Session | None) -> SecretBox | None:
+    """The SecretBox of the Database that made ``session``, if one was attached."""
+    box: SecretBox | None = session.info.get(BOX_INFO) if session is not None else None
+    return box

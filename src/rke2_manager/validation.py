@@ -20,11 +20,15 @@ def check_hostname(value: str) -> str:
 
 
 def check_ip(value: str) -> str:
-    """A unicast IPv4 or IPv6 address, in its canonical text form."""
+    """A unicast IPv4 or IPv6 address, in its canonical text form; IPv6 zone ids (``%eth0``)
+    are refused: a node is named by a global address, and the zone is free text."""
+    shown = value if len(value) <= 64 else value[:61] + "..."
+    if "%" in value:
+        raise ValueError(f"'{shown}' is not a valid IP address (zone ids are not allowed)")
     try:
         addr = ipaddress.ip_address(value.strip())
     except ValueError:
-        raise ValueError(f"'{value}' is not a valid IP address") from None
+        raise ValueError(f"'{shown}' is not a valid IP address") from None
     if addr.is_unspecified or addr.is_multicast:
         raise ValueError(f"'{value}' is not a unicast address")
     return str(addr)

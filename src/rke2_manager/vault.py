@@ -1,4 +1,6 @@
-"""Secrets at rest: cluster tokens, SSH keys and kubeconfigs are stored Fernet-encrypted."""
+"""Secrets at rest: cluster tokens, SSH keys, kubeconfigs and secret config keys are stored
+Fernet-encrypted. Everything a box decrypts (and its own key) is remembered by the process's
+redaction registry, so the log filter can mask it (see ``redaction.py``)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from rke2_manager.config import Settings
+from rke2_manager.redaction import REGISTRY
 
 
 class SecretBox:
@@ -20,7 +23,14 @@ class SecretBox:
 
     def __init__(self, key_material: str) -> None:
         digest = hashlib.sha256(key_material.encode()).digest()
-        self._fernet = Fernet(base64.urlsafe_b64encode(digest))
+        fernet_key = base64.urlsafe_b64encode(digest)
+        self._fernet = Fernet(fernet_key)
+        self._key_material = (key_material, key_material.strip(), fernet_key.decode())
+        REGISTRY.pin(self._key_material)
+
+    def key_material(self) -> list[str]:
+        """The master key and the Fernet key derived from it: to redact, never to show."""
+        return list(self._key_material)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SecretBox:
@@ -29,7 +39,7 @@ class SecretBox:
             return cls(settings.secret_key)
         path = Path(settings.data_dir) / "secret.key"
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as fh:
                 fh.write(_random.token_urlsafe(32))
@@ -39,10 +49,14 @@ class SecretBox:
         return self._fernet.encrypt(plain.encode()).decode()
 
     def decrypt(self, token: str) -> str:
+        """The plaintext of ``token``; ValueError if this key did not encrypt it. The plaintext
+        is remembered for log redaction."""
         try:
-            return self._fernet.decrypt(token.encode()).decode()
+            plain = self._fernet.decrypt(token.encode()).decode()
         except InvalidToken as exc:
             raise ValueError("secret cannot be decrypted with this RKE2M_SECRET_KEY") from exc
+        REGISTRY.remember(plain)
+        return plain
 
 
 def new_cluster_token() -> str:

@@ -17,6 +17,7 @@ from rke2_manager.api.middleware import DefaultJSONBody
 from rke2_manager.clusters.router import router as clusters_router
 from rke2_manager.config import Settings, get_settings
 from rke2_manager.context import AppContext
+from rke2_manager.datadir import prepare_data_dir
 from rke2_manager.db import Database
 from rke2_manager.jobs.router import router as jobs_router
 from rke2_manager.operations.admin import router as admin_router
@@ -43,11 +44,13 @@ def create_app(
         if settings.is_sqlite
         else {"pool_size": settings.db_pool_size, "max_overflow": settings.db_max_overflow}
     )
-    db = Database(settings.database_url, **pool)
+    prepare_data_dir(settings, umask=False)  # before the database or the key file is opened
+    box = SecretBox.from_settings(settings)
+    db = Database(settings.database_url, box=box, **pool)  # redacts secrets before each flush
     ctx = AppContext(
         settings=settings,
         db=db,
-        box=SecretBox.from_settings(settings),
+        box=box,
         prober=prober or make_prober(settings),
     )
     with_worker = settings.worker_enabled if start_worker is None else start_worker

@@ -23,7 +23,10 @@ router = APIRouter(prefix="/api/clusters", tags=["clusters"])
 def create_cluster(body: ClusterCreate, ctx: CtxDep, actor: ActorDep) -> ClusterOut:
     """Create a cluster with its first nodes (PENDING); the first server is the initial master."""
     with ctx.db.transaction() as session:
-        return service.cluster_out(service.create_cluster(session, ctx.box, body, actor))
+        cluster = service.create_cluster(
+            session, ctx.box, body, actor, artifact_root=ctx.settings.artifact_root_dir
+        )
+        return service.cluster_out(cluster, ctx.box)
 
 
 @router.get("", response_model=list[ClusterOut])
@@ -43,8 +46,10 @@ def update_cluster(
 ) -> ClusterOut:
     """Edit an idle cluster's settings; 409 while an operation holds its lock."""
     with ctx.db.transaction() as session:
-        cluster = service.update_cluster(session, ctx.box, cluster_id, body, actor)
-        return service.cluster_out(cluster)
+        cluster = service.update_cluster(
+            session, ctx.box, cluster_id, body, actor, artifact_root=ctx.settings.artifact_root_dir
+        )
+        return service.cluster_out(cluster, ctx.box)
 
 
 @router.delete("/{cluster_id}", status_code=204)

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 
+from rke2_manager.clusters.rke2config import (
+    KEY_PATTERN,
+    MAX_CONFIG_KEYS,
+    MAX_CONFIG_LIST,
+    MAX_CONFIG_STRING,
+    SECRET_KEY_PATTERN,
+    check_config,
+)
+from rke2_manager.paths import MAX_PATH
 from rke2_manager.validation import (
     MAX_NODES_PER_REQUEST,
     Address,
@@ -16,34 +24,43 @@ from rke2_manager.validation import (
 )
 
 ClusterName = Annotated[str, Field(pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
-RESERVED_CONFIG_KEYS = {"token", "agent-token", "server", "node-name", "node-ip", "token-file"}
+MAX_PRIVATE_KEY = 16_384
+
+CONFIG_DESCRIPTION = (
+    f"Extra config.yaml keys. Keys: RKE2 option names ({KEY_PATTERN}), at most "
+    f"{MAX_CONFIG_KEYS}; values: a string (at most {MAX_CONFIG_STRING} characters, no NUL), "
+    f"an integer, a finite number, a boolean, or a list of at most {MAX_CONFIG_LIST} of those; "
+    "null means not set. token, agent-token, server, node-name, node-ip and token-file are "
+    "set by the manager and refused. Keys holding secrets (token, agent-token, "
+    "etcd-s3-access-key, etcd-s3-secret-key, etcd-s3-session-token, datastore-endpoint, and "
+    f"any key matching {SECRET_KEY_PATTERN}) are stored encrypted and write-only: responses "
+    "name them in secret_config_keys. In a PATCH, plain keys replace the stored plain keys; "
+    "secret keys given are set, secret keys not mentioned are kept, a secret key given as "
+    "null is removed."
+)
 
 
 class SSHIn(StrictModel):
     user: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_-]{0,31}$")] = "root"
     port: Annotated[int, Field(ge=1, le=65535)] = 22
-    private_key: SecretStr | None = None
+    private_key: Annotated[SecretStr, Field(max_length=MAX_PRIVATE_KEY)] | None = None
     """Write-only. Generated (ed25519) when absent; its public key is then shown."""
 
 
 class RKE2In(StrictModel):
-    version: Annotated[str, Field(pattern=r"^v1\.\d+\.\d+\+rke2r\d+$")] | None = None
+    version: Annotated[str, Field(max_length=64, pattern=r"^v1\.\d+\.\d+\+rke2r\d+$")] | None = None
     channel: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9.-]{0,31}$")] = "stable"
-    artifact_dir: Annotated[str, Field(max_length=4096, pattern=r"^/")] | None = None
-    config: dict[str, Any] = Field(default_factory=dict)
+    artifact_dir: Annotated[str, Field(max_length=MAX_PATH, pattern=r"^/")] | None = Field(
+        None,
+        description="An air-gap artifact directory: a normalised absolute path under the "
+        "artifact root (RKE2M_ARTIFACT_ROOT, default <data dir>/artifacts).",
+    )
+    config: dict[str, Any] = Field(default_factory=dict, description=CONFIG_DESCRIPTION)
 
     @field_validator("config")
     @classmethod
-    def _no_reserved_keys(cls, value: dict[str, Any]) -> dict[str, Any]:
-        reserved = sorted(RESERVED_CONFIG_KEYS & value.keys())
-        if reserved:
-            raise ValueError(
-                f"rke2.config may not set {', '.join(reserved)}: the manager sets them"
-            )
-        for key in value:
-            if not re.match(r"^[a-z0-9][a-z0-9-]*$", key):
-                raise ValueError(f"rke2.config key '{key}' is not an RKE2 option name")
-        return value
+    def _follows_the_rules(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return check_config(value)
 
 
 class ClusterCreate(StrictModel):
@@ -103,6 +120,9 @@ class RKE2Out(BaseModel):
     channel: str
     artifact_dir: str | None
     config: dict[str, Any]
+    """The plain keys only; a stored value that breaks the rules shows as a JSON string."""
+    secret_config_keys: list[str]
+    """Names of the secret keys set (their values are never shown)."""
 
 
 class ClusterOut(LockOut):

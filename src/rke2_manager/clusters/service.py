@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from pathlib import Path
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, object_session, selectinload
 
 from rke2_manager import audit
 from rke2_manager.cluster_lock import ensure_idle, lock_cluster_row
+from rke2_manager.clusters.rke2config import (
+    patch_config,
+    render_config,
+    secret_key_names,
+    split_config,
+    store_config,
+)
 from rke2_manager.clusters.schemas import (
     ClusterCreate,
     ClusterOut,
@@ -19,6 +27,7 @@ from rke2_manager.clusters.schemas import (
     RKE2Out,
     SSHOut,
 )
+from rke2_manager.db import session_box
 from rke2_manager.errors import Conflict, InvalidRequest, NotFound
 from rke2_manager.guardrails import (
     ClusterView,
@@ -28,6 +37,7 @@ from rke2_manager.guardrails import (
     supervisor_target,
 )
 from rke2_manager.models import Cluster, Node
+from rke2_manager.paths import PathNotAllowed, check_artifact_dir
 from rke2_manager.vault import SecretBox, new_cluster_token, new_ssh_keypair, public_key_of
 
 
@@ -81,11 +91,26 @@ def _public_key(private: str) -> str:
         ) from None
 
 
-def create_cluster(session: Session, box: SecretBox, body: ClusterCreate, actor: str) -> Cluster:
+def _artifact_dir(value: str | None, root: Path) -> str | None:
+    """``value`` checked to lie under the artifact ``root``; InvalidRequest (422) otherwise."""
+    if value is None:
+        return None
+    try:
+        return str(check_artifact_dir(value, root))
+    except PathNotAllowed as exc:
+        raise InvalidRequest(str(exc)) from None
+
+
+def create_cluster(
+    session: Session, box: SecretBox, body: ClusterCreate, actor: str, *, artifact_root: Path
+) -> Cluster:
     """Create a cluster and its first nodes (PENDING); the first server is the initial master.
 
-    Raises Conflict if the name is taken, GuardrailViolation (G4) on duplicate nodes.
+    Secret ``rke2.config`` keys are stored encrypted. Raises InvalidRequest (422) for an
+    ``rke2.artifact_dir`` outside ``artifact_root``, Conflict if the name is taken,
+    GuardrailViolation (G4) on duplicate nodes.
     """
+    artifact_dir = _artifact_dir(body.rke2.artifact_dir, artifact_root)
     _ensure_name_free(session, body.name)
     new = [NewNode(n.hostname, n.ip, n.role) for n in body.nodes]
     check_identity(ClusterView(nodes=()), new)
@@ -98,8 +123,7 @@ def create_cluster(session: Session, box: SecretBox, body: ClusterCreate, actor:
         name=body.name,
         rke2_version=body.rke2.version,
         rke2_channel=body.rke2.channel,
-        rke2_artifact_dir=body.rke2.artifact_dir,
-        rke2_config=body.rke2.config,
+        rke2_artifact_dir=artifact_dir,
         ssh_user=body.ssh.user,
         ssh_port=body.ssh.port,
         ssh_private_key_enc=box.encrypt(private),
@@ -107,6 +131,7 @@ def create_cluster(session: Session, box: SecretBox, body: ClusterCreate, actor:
         token_enc=box.encrypt(new_cluster_token()),
         registration_address=body.registration_address,
     )
+    store_config(cluster, box, *split_config(body.rke2.config))
     first_server = next(n for n in body.nodes if n.role == "server")
     cluster.nodes = [
         Node(hostname=n.hostname, ip=n.ip, role=n.role, is_initial_master=n is first_server)
@@ -126,9 +151,22 @@ def create_cluster(session: Session, box: SecretBox, body: ClusterCreate, actor:
 
 
 def update_cluster(
-    session: Session, box: SecretBox, cluster_id: int, body: ClusterUpdate, actor: str
+    session: Session,
+    box: SecretBox,
+    cluster_id: int,
+    body: ClusterUpdate,
+    actor: str,
+    *,
+    artifact_root: Path,
 ) -> Cluster:
-    """Edit settings of an idle cluster; ClusterBusy (409) while a job holds its lock."""
+    """Edit settings of an idle cluster; ClusterBusy (409) while a job holds its lock.
+
+    ``rke2`` replaces version, channel, artifact directory and the plain config keys; secret
+    config keys given are set, those not mentioned kept, those given as null removed.
+    Raises InvalidRequest (422) for an artifact directory outside ``artifact_root``; the
+    caller's transaction is rolled back on any error, so nothing changes then.
+    """
+    artifact_dir = _artifact_dir(body.rke2.artifact_dir if body.rke2 else None, artifact_root)
     cluster = lock_cluster_row(session, cluster_id)
     ensure_idle(cluster)
     changed = sorted(body.model_fields_set)
@@ -140,8 +178,8 @@ def update_cluster(
     if body.rke2 is not None:
         cluster.rke2_version = body.rke2.version
         cluster.rke2_channel = body.rke2.channel
-        cluster.rke2_artifact_dir = body.rke2.artifact_dir
-        cluster.rke2_config = body.rke2.config
+        cluster.rke2_artifact_dir = artifact_dir
+        patch_config(cluster, box, body.rke2.config)
     if body.ssh is not None:
         cluster.ssh_user = body.ssh.user
         cluster.ssh_port = body.ssh.port
@@ -203,7 +241,15 @@ def node_out(node: Node) -> NodeOut:
     return NodeOut.model_validate(node, from_attributes=True)
 
 
-def cluster_out(cluster: Cluster) -> ClusterOut:
+def cluster_out(cluster: Cluster, box: SecretBox | None = None) -> ClusterOut:
+    """The response body of a cluster (loaded with its nodes); never raises on stored values.
+
+    Secret config keys are named, never shown; their names are read with ``box``, by default
+    the one attached to the cluster's session (``Database.attach_redaction``).
+    """
+    config, clear_secrets = render_config(cluster.rke2_config)
+    box = box or session_box(object_session(cluster))
+    secret_names = sorted({*clear_secrets, *secret_key_names(cluster, box)})
     return ClusterOut(
         **lock_out(cluster).model_dump(),
         id=cluster.id,
@@ -213,7 +259,8 @@ def cluster_out(cluster: Cluster) -> ClusterOut:
             version=cluster.rke2_version,
             channel=cluster.rke2_channel,
             artifact_dir=cluster.rke2_artifact_dir,
-            config=cluster.rke2_config,
+            config=config,
+            secret_config_keys=secret_names,
         ),
         ssh=SSHOut(user=cluster.ssh_user, port=cluster.ssh_port, public_key=cluster.ssh_public_key),
         registration_address=cluster.registration_address,
