@@ -30,6 +30,7 @@ CI = os.environ.get("CI") == "true"
 PG_ADMIN_URL = os.environ.get(
     "RKE2M_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
+LOOPBACK = ("127.0.0.1", 50000)
 #: Networks tests may connect to; lab fixtures add their own subnets here.
 TEST_NETWORKS: list[str] = ["127.0.0.0/8", "::1/128"]
 
@@ -147,7 +148,10 @@ def prober() -> FakeProber:
 
 def _client(settings: Settings, db: Database, prober: FakeProber, worker: bool) -> TestClient:
     app = create_app(settings, prober=prober, run_migrations=False, start_worker=worker)
-    return TestClient(app, raise_server_exceptions=False)
+    # A loopback client with no token yet: protected mode serves it as the local admin.
+    return TestClient(
+        app, raise_server_exceptions=False, base_url="http://localhost", client=LOOPBACK
+    )
 
 
 @pytest.fixture

@@ -110,7 +110,7 @@ def test_cancel_queued_and_running_jobs(
     queued = worker_client.post(f"/api/jobs/install/{cid}?on_busy=queue").json()["job_id"]
     r = worker_client.post(f"/api/jobs/{queued}/cancel")
     assert r.status_code == 200 and r.json()["status"] == "canceled"
-    assert r.json()["reason"] == "canceled by anonymous@testclient"
+    assert r.json()["reason"] == "canceled by local"
     assert worker_client.get(f"/api/clusters/{cid}/queue").json() == []
 
     deadline = time.monotonic() + 30
@@ -125,7 +125,7 @@ def test_cancel_queued_and_running_jobs(
     with db.read_session() as s:
         w1 = s.scalars(select(Node).where(Node.hostname == "w1")).one()
         assert w1.status == "FAILED"
-        assert w1.status_reason == "state unknown: canceled by anonymous@testclient"
+        assert w1.status_reason == "state unknown: canceled by local"
     # the run is stopped: the worker lets go of it well before the 30 s task would end
     while worker_client.app.state.worker.busy:  # type: ignore[attr-defined]
         assert time.monotonic() - started < 20, "the canceled run did not stop"
@@ -170,14 +170,14 @@ def test_force_unlock(
     )
     assert r.status_code == 200, r.text
     assert r.json()["status"] == "canceled"
-    assert r.json()["reason"] == "force-unlocked by anonymous@testclient: host rebooted"
+    assert r.json()["reason"] == "force-unlocked by local: host rebooted"
     assert lock_state(db, cid) == ("idle", None, None)
     with db.read_session() as s:
         entry = s.scalars(
             select(AuditEntry).where(AuditEntry.action == "cluster.force_unlock")
         ).one()
         assert (entry.actor, entry.job_id, entry.detail) == (
-            "anonymous@testclient",
+            "local",
             job_id,
             {"reason": "host rebooted"},
         )

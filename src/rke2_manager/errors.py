@@ -32,6 +32,20 @@ class InvalidRequest(DomainError):
     title = "Unprocessable Content"
 
 
+class Unauthorized(DomainError):
+    """No credentials, or credentials that name no active token."""
+
+    status_code = 401
+    title = "Unauthorized"
+
+
+class Forbidden(DomainError):
+    """The caller is known but may not do this (role too low, cross-site request)."""
+
+    status_code = 403
+    title = "Forbidden"
+
+
 class NotFound(DomainError):
     status_code = 404
     title = "Not Found"

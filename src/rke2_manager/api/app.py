@@ -12,8 +12,11 @@ from sqlalchemy import text
 
 from rke2_manager import __version__, migrate
 from rke2_manager.api import problems
+from rke2_manager.api.auth import PUBLIC, VIEWER
 from rke2_manager.api.deps import CtxDep
+from rke2_manager.api.guards import RequestGuards
 from rke2_manager.api.middleware import DefaultJSONBody
+from rke2_manager.audit.router import router as audit_router
 from rke2_manager.clusters.router import router as clusters_router
 from rke2_manager.config import Settings, get_settings
 from rke2_manager.context import AppContext
@@ -24,6 +27,7 @@ from rke2_manager.operations.admin import router as admin_router
 from rke2_manager.operations.router import router as operations_router
 from rke2_manager.operations.service import Prober
 from rke2_manager.probe import make_prober
+from rke2_manager.tokens.router import router as tokens_router
 from rke2_manager.vault import SecretBox
 from rke2_manager.worker import Worker
 
@@ -80,18 +84,21 @@ def create_app(
     )
     app.state.ctx = ctx
     app.add_middleware(DefaultJSONBody)
+    app.add_middleware(RequestGuards, settings=settings)  # added last: runs first
     problems.install(app)
     app.include_router(clusters_router)
     app.include_router(operations_router)
     app.include_router(jobs_router)
     app.include_router(admin_router)
+    app.include_router(tokens_router)
+    app.include_router(audit_router)
 
-    @app.get("/healthz", tags=["health"])
+    @app.get("/healthz", tags=["health"], dependencies=[PUBLIC])
     def healthz() -> dict[str, str]:
         """Liveness: the process answers."""
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["health"])
+    @app.get("/readyz", tags=["health"], dependencies=[PUBLIC])
     def readyz(ctx: CtxDep) -> Response:
         """Readiness: the database answers."""
         try:
@@ -102,7 +109,7 @@ def create_app(
             return Response('{"status":"unavailable"}', 503, media_type="application/json")
         return Response('{"status":"ok"}', media_type="application/json")
 
-    @app.get("/metrics", tags=["health"])
+    @app.get("/metrics", tags=["health"], dependencies=[VIEWER])
     def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 

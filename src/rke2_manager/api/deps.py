@@ -1,4 +1,5 @@
-"""Request dependencies: the app context, a read session, the caller (writes: see below)."""
+"""Request dependencies: the app context and a read session (writes: see below; callers and
+roles: ``api/auth.py``)."""
 
 from __future__ import annotations
 
@@ -36,13 +37,5 @@ def _read_session(ctx: CtxDep) -> Iterator[Session]:
 # Mutating endpoints run their whole unit of work in one thread: ``with ctx.db.transaction()``.
 ReadSessionDep = Annotated[Session, Depends(_read_session, scope="function")]
 
-
-def get_actor(request: Request) -> str:
-    """Who is calling; until tokens exist, the client's address (loopback by default)."""
-    host = request.client.host if request.client else "unknown"
-    return f"anonymous@{host}"
-
-
-ActorDep = Annotated[str, Depends(get_actor)]
 ClusterId = Annotated[int, Path(ge=1, le=MAX_ID, description="cluster id")]
 JobId = Annotated[int, Path(ge=1, le=MAX_ID, description="job id")]

@@ -48,7 +48,10 @@ def install(app: FastAPI) -> None:
             REFUSALS.labels("busy").inc()
         elif isinstance(exc, GuardrailViolation):
             REFUSALS.labels(exc.guardrail).inc()
-        return JSONResponse(exc.problem(), status_code=exc.status_code, media_type=PROBLEM)
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+        return JSONResponse(
+            exc.problem(), status_code=exc.status_code, media_type=PROBLEM, headers=headers
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from rke2_manager.api.deps import ActorDep, ClusterId, CtxDep, ReadSessionDep
+from rke2_manager.api.auth import VIEWER, AdminActor, OperatorActor
+from rke2_manager.api.deps import ClusterId, CtxDep, ReadSessionDep
 from rke2_manager.clusters import service
 from rke2_manager.clusters.schemas import (
     ClusterCreate,
@@ -20,7 +21,7 @@ router = APIRouter(prefix="/api/clusters", tags=["clusters"])
 
 
 @router.post("", status_code=201, response_model=ClusterOut)
-def create_cluster(body: ClusterCreate, ctx: CtxDep, actor: ActorDep) -> ClusterOut:
+def create_cluster(body: ClusterCreate, ctx: CtxDep, actor: OperatorActor) -> ClusterOut:
     """Create a cluster with its first nodes (PENDING); the first server is the initial master."""
     with ctx.db.transaction() as session:
         cluster = service.create_cluster(
@@ -29,12 +30,12 @@ def create_cluster(body: ClusterCreate, ctx: CtxDep, actor: ActorDep) -> Cluster
         return service.cluster_out(cluster, ctx.box)
 
 
-@router.get("", response_model=list[ClusterOut])
+@router.get("", response_model=list[ClusterOut], dependencies=[VIEWER])
 def list_clusters(session: ReadSessionDep) -> list[ClusterOut]:
     return [service.cluster_out(c) for c in service.list_clusters(session)]
 
 
-@router.get("/{cluster_id}", response_model=ClusterOut)
+@router.get("/{cluster_id}", response_model=ClusterOut, dependencies=[VIEWER])
 def get_cluster(cluster_id: ClusterId, session: ReadSessionDep) -> ClusterOut:
     """The cluster with its nodes and its lock."""
     return service.cluster_out(service.get_cluster(session, cluster_id))
@@ -42,7 +43,7 @@ def get_cluster(cluster_id: ClusterId, session: ReadSessionDep) -> ClusterOut:
 
 @router.patch("/{cluster_id}", response_model=ClusterOut)
 def update_cluster(
-    cluster_id: ClusterId, body: ClusterUpdate, ctx: CtxDep, actor: ActorDep
+    cluster_id: ClusterId, body: ClusterUpdate, ctx: CtxDep, actor: OperatorActor
 ) -> ClusterOut:
     """Edit an idle cluster's settings; 409 while an operation holds its lock."""
     with ctx.db.transaction() as session:
@@ -53,25 +54,25 @@ def update_cluster(
 
 
 @router.delete("/{cluster_id}", status_code=204)
-def delete_cluster(cluster_id: ClusterId, ctx: CtxDep, actor: ActorDep) -> Response:
+def delete_cluster(cluster_id: ClusterId, ctx: CtxDep, actor: AdminActor) -> Response:
     """Forget an idle cluster (its machines are left untouched); 409 while it is locked."""
     with ctx.db.transaction() as session:
         service.delete_cluster(session, cluster_id, actor)
     return Response(status_code=204)
 
 
-@router.get("/{cluster_id}/nodes", response_model=list[NodeOut])
+@router.get("/{cluster_id}/nodes", response_model=list[NodeOut], dependencies=[VIEWER])
 def list_nodes(cluster_id: ClusterId, session: ReadSessionDep) -> list[NodeOut]:
     return [service.node_out(n) for n in service.get_cluster(session, cluster_id).nodes]
 
 
-@router.get("/{cluster_id}/lock", response_model=LockOut)
+@router.get("/{cluster_id}/lock", response_model=LockOut, dependencies=[VIEWER])
 def get_lock(cluster_id: ClusterId, session: ReadSessionDep) -> LockOut:
     """Who holds the cluster's operation lock, since when, until when."""
     return service.lock_out(service.get_cluster(session, cluster_id))
 
 
-@router.get("/{cluster_id}/queue", response_model=list[QueuedJob])
+@router.get("/{cluster_id}/queue", response_model=list[QueuedJob], dependencies=[VIEWER])
 def get_queue(cluster_id: ClusterId, session: ReadSessionDep) -> list[QueuedJob]:
     """Jobs waiting for the cluster's lock, first to start first (G3 waiting jobs excluded)."""
     service.get_cluster(session, cluster_id, with_nodes=False)
@@ -82,7 +83,10 @@ def get_queue(cluster_id: ClusterId, session: ReadSessionDep) -> list[QueuedJob]
 
 
 @router.get("/{cluster_id}/kubeconfig", response_class=Response)
-def get_kubeconfig(cluster_id: ClusterId, session: ReadSessionDep, ctx: CtxDep) -> Response:
-    """The admin kubeconfig, once the install has fetched it; 404 before."""
+def get_kubeconfig(
+    cluster_id: ClusterId, session: ReadSessionDep, ctx: CtxDep, actor: AdminActor
+) -> Response:
+    """The admin kubeconfig, once the install has fetched it; 404 before. Admin only: it
+    grants cluster-admin on the cluster."""
     cluster = service.get_cluster(session, cluster_id)
     return Response(service.kubeconfig_for(cluster, ctx.box), media_type="application/yaml")

@@ -9,7 +9,8 @@ from typing import Annotated
 from fastapi import APIRouter, BackgroundTasks, Query
 from fastapi.responses import StreamingResponse
 
-from rke2_manager.api.deps import MAX_ID, ActorDep, CtxDep, JobId, ReadSessionDep
+from rke2_manager.api.auth import VIEWER, OperatorActor
+from rke2_manager.api.deps import MAX_ID, CtxDep, JobId, ReadSessionDep
 from rke2_manager.jobs import service
 from rke2_manager.jobs.schemas import JobLog, JobOut, LogLine, job_out
 from rke2_manager.models import JobStatus
@@ -18,7 +19,7 @@ from rke2_manager.operations.control import cancel_job as cancel
 router = APIRouter(prefix="/api/jobs", tags=["jobs"])
 
 
-@router.get("", response_model=list[JobOut])
+@router.get("", response_model=list[JobOut], dependencies=[VIEWER])
 def list_jobs(
     session: ReadSessionDep,
     cluster_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
@@ -30,13 +31,13 @@ def list_jobs(
     return [job_out(j) for j in service.list_jobs(session, cluster_id, status, limit, offset)]
 
 
-@router.get("/{job_id}", response_model=JobOut)
+@router.get("/{job_id}", response_model=JobOut, dependencies=[VIEWER])
 def get_job(job_id: JobId, session: ReadSessionDep) -> JobOut:
     return job_out(service.get_job(session, job_id))
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut)
-def cancel_job(job_id: JobId, ctx: CtxDep, actor: ActorDep, tasks: BackgroundTasks) -> JobOut:
+def cancel_job(job_id: JobId, ctx: CtxDep, actor: OperatorActor, tasks: BackgroundTasks) -> JobOut:
     """Cancel a queued job (it leaves the queue) or a running one (its playbook is stopped,
     its nodes' state recorded as unknown, the lock passed on); 409 if it already ended."""
     with ctx.db.transaction() as session:
@@ -46,7 +47,7 @@ def cancel_job(job_id: JobId, ctx: CtxDep, actor: ActorDep, tasks: BackgroundTas
     return out
 
 
-@router.get("/{job_id}/log", response_model=JobLog)
+@router.get("/{job_id}/log", response_model=JobLog, dependencies=[VIEWER])
 def get_log(
     job_id: JobId,
     session: ReadSessionDep,
@@ -65,7 +66,7 @@ def get_log(
     )
 
 
-@router.get("/{job_id}/log/follow")
+@router.get("/{job_id}/log/follow", dependencies=[VIEWER])
 async def follow_log(job_id: JobId, ctx: CtxDep) -> StreamingResponse:
     """Stream the job's output as plain text until the job ends (like ``tail -f``)."""
     with ctx.db.read_session() as session:

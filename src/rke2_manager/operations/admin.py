@@ -1,4 +1,4 @@
-"""Admin endpoints: force-unlock (admin-only once API tokens exist; see docs/operations.md)."""
+"""Admin endpoints: force-unlock (admin role)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, BackgroundTasks
 from pydantic import Field
 
-from rke2_manager.api.deps import MAX_ID, ActorDep, ClusterId, CtxDep
+from rke2_manager.api.auth import AdminActor
+from rke2_manager.api.deps import MAX_ID, ClusterId, CtxDep
 from rke2_manager.jobs.schemas import JobOut, job_out
 from rke2_manager.operations.control import force_unlock
 from rke2_manager.validation import StrictModel
@@ -26,7 +27,7 @@ def force_unlock_cluster(
     cluster_id: ClusterId,
     body: ForceUnlockIn,
     ctx: CtxDep,
-    actor: ActorDep,
+    actor: AdminActor,
     tasks: BackgroundTasks,
 ) -> JobOut:
     """Stop the job holding the cluster's lock and free the lock; 409 if ``job_id`` does not

@@ -10,7 +10,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, BackgroundTasks, Query
 
-from rke2_manager.api.deps import ActorDep, ClusterId, CtxDep, ReadSessionDep
+from rke2_manager.api.auth import OperatorActor
+from rke2_manager.api.deps import ClusterId, CtxDep, ReadSessionDep
 from rke2_manager.cluster_lock import ensure_idle
 from rke2_manager.clusters.service import get_cluster
 from rke2_manager.guardrails import ProbeResult
@@ -59,7 +60,7 @@ def install(
     cluster_id: ClusterId,
     read: ReadSessionDep,
     ctx: CtxDep,
-    actor: ActorDep,
+    actor: OperatorActor,
     tasks: BackgroundTasks,
     on_busy: OnBusyQuery = "reject",
 ) -> OperationAccepted:
@@ -79,7 +80,7 @@ def scale_add(
     body: NodesIn,
     read: ReadSessionDep,
     ctx: CtxDep,
-    actor: ActorDep,
+    actor: OperatorActor,
     tasks: BackgroundTasks,
     on_busy: OnBusyQuery = "reject",
 ) -> OperationAccepted:
@@ -105,7 +106,7 @@ def scale_remove(
     body: NodeRefsIn,
     read: ReadSessionDep,
     ctx: CtxDep,
-    actor: ActorDep,
+    actor: OperatorActor,
     tasks: BackgroundTasks,
     confirm_master_removal: Annotated[bool, Query()] = False,
     on_busy: OnBusyQuery = "reject",

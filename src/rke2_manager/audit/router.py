@@ -1,0 +1,52 @@
+"""The audit log (admin): every mutating call, who made it and what came of it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel
+from sqlalchemy import select
+
+from rke2_manager.api.auth import AdminActor
+from rke2_manager.api.deps import MAX_ID, CtxDep
+from rke2_manager.errors import InvalidRequest
+from rke2_manager.models import AuditEntry
+
+router = APIRouter(prefix="/api/audit", tags=["audit"])
+
+
+class AuditOut(BaseModel):
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    cluster_id: int | None
+    job_id: int | None
+    detail: dict[str, Any]
+
+
+@router.get("", response_model=list[AuditOut])
+def list_audit(
+    ctx: CtxDep,
+    actor: AdminActor,
+    cluster_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+    by: Annotated[str | None, Query(alias="actor", max_length=128)] = None,
+    since: Annotated[datetime | None, Query(description="ISO 8601, with a time zone")] = None,
+    after_id: Annotated[int, Query(ge=0, le=MAX_ID, description="page after this id")] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[AuditOut]:
+    """Audit entries, oldest first, filtered by cluster, actor and time; page with after_id."""
+    stmt = select(AuditEntry).where(AuditEntry.id > after_id)
+    if cluster_id is not None:
+        stmt = stmt.where(AuditEntry.cluster_id == cluster_id)
+    if by is not None:
+        stmt = stmt.where(AuditEntry.actor == by)
+    if since is not None:
+        if since.tzinfo is None:
+            raise InvalidRequest("since: give a time zone, e.g. 2026-12-02T10:00:00Z")
+        stmt = stmt.where(AuditEntry.at >= since)
+    with ctx.db.read_session() as session:
+        rows = session.scalars(stmt.order_by(AuditEntry.id).limit(limit)).all()
+        return [AuditOut.model_validate(r, from_attributes=True) for r in rows]
