@@ -21,7 +21,6 @@ from rke2_manager.clusters.router import router as clusters_router
 from rke2_manager.config import Settings, get_settings
 from rke2_manager.context import AppContext
 from rke2_manager.datadir import prepare_data_dir
-from rke2_manager.datadir import prepare_data_dir
 from rke2_manager.db import Database
 from rke2_manager.jobs.router import router as jobs_router
 from rke2_manager.operations.admin import router as admin_router
