@@ -31,8 +31,10 @@ def playbook_dir() -> Path:
 
 
 @pytest.fixture
-def settings(settings: Settings) -> Settings:
+def settings(settings: Settings, rke2_artifact: Path) -> Settings:
     settings.ansible_extra_vars = dict(E2E_VARS)
+    # rke2.artifact_dir must lie under the artifact root, checked at create and job start
+    settings.artifact_root = rke2_artifact.parent
     return settings
 
 

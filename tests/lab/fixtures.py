@@ -97,5 +97,8 @@ def lab_factory() -> Iterator[LabFactory]:
 
 @pytest.fixture(scope="session")
 def rke2_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A stand-in RKE2 air-gap artifact directory (install.sh, tarball, checksums)."""
-    return build_artifact(tmp_path_factory.mktemp("rke2-artifact"))
+    """A stand-in RKE2 air-gap artifact directory (install.sh, tarball, checksums).
+
+    It lies alone in a directory of its own (its parent), for use as the artifact root.
+    """
+    return build_artifact(tmp_path_factory.mktemp("artifact-root") / "rke2")

@@ -3,9 +3,9 @@
 Every value here comes from the database, a request or the operator's settings. Ansible
 templates whatever reaches it as a variable unless the value is marked ``!unsafe`` — so a
 config value ``"{{ lookup('pipe', 'id') }}"`` would run on the manager. :func:`write_run_inputs`
-writes every string (and every mapping key) tagged ``!unsafe``, which ansible-core 2.19 loads
-as untrusted data: it is never rendered, also when concatenated into playbook expressions,
-passed to lookups or combined into templates. Nothing goes on the command line or into the
+writes every mapping and list tagged ``!unsafe`` (see :func:`dump`), so ansible-core 2.19 loads
+every string in them as untrusted data: never rendered, also when concatenated into playbook
+expressions, passed to lookups or combined into templates. Nothing goes on the command line or into the
 environment: ansible-runner finds ``inventory/hosts.yml`` and ``env/extravars`` (passed as
 ``-e @path``) in the private data directory, each written 0600.
 """
@@ -36,7 +36,7 @@ class HostSpec:
 
 
 def _quoted(text: str) -> str:
-    """A YAML double-quoted scalar, tagged ``!unsafe``, that loads back exactly as ``text``.
+    """A YAML double-quoted scalar that loads back exactly as ``text``, always a string.
 
     Only printable ASCII stays literal; everything else is a ``\\x``/``\\u``/``\\U`` escape,
     so no character can end the scalar, start a comment, or be folded as a line break.
@@ -52,14 +52,18 @@ def _quoted(text: str) -> str:
             out.append(f"\\u{code:04x}")
         else:
             out.append(f"\\U{code:08x}")
-    return '!unsafe "' + "".join(out) + '"'
+    return '"' + "".join(out) + '"'
 
 
 def dump(data: Any) -> str:
-    """``data`` as YAML (flow style) with every string, keys included, tagged ``!unsafe``.
+    """``data`` as YAML (flow style), every mapping and list in it tagged ``!unsafe``.
 
-    Numbers, booleans and None stay as they are: Ansible never templates them. Raises
-    TypeError for anything else (no object ever reaches Ansible by accident).
+    Ansible loads everything inside a ``!unsafe`` node as untrusted: no string in ``data``
+    (keys included) is ever rendered. Tagging the containers rather than each string keeps
+    types: ansible-core 2.19 re-resolves an ``!unsafe`` scalar as if it were plain, so
+    ``!unsafe ""`` would load as None and ``!unsafe "on"`` as True, while a quoted scalar
+    inside an unsafe mapping stays the string it was. Numbers, booleans and None are written
+    as such; anything else raises TypeError (no object reaches Ansible by accident).
     """
     if isinstance(data, str):
         return _quoted(data)
@@ -77,9 +81,9 @@ def dump(data: Any) -> str:
         return text.replace("e", ".0e") if "e" in text and "." not in text else text
     if isinstance(data, Mapping):
         items = (f"{_quoted(str(k))}: {dump(v)}" for k, v in data.items())
-        return "{" + ", ".join(items) + "}"
+        return "!unsafe {" + ", ".join(items) + "}"
     if isinstance(data, list | tuple):
-        return "[" + ", ".join(dump(v) for v in data) + "]"
+        return "!unsafe [" + ", ".join(dump(v) for v in data) + "]"
     raise TypeError(f"cannot hand a {type(data).__name__} to Ansible")
 
 
