@@ -1,4 +1,4 @@
-"""The ``rke2-manager`` command: serve, worker, migrate."""
+"""The ``rke2-manager`` command: serve, worker, migrate, token."""
 
 from __future__ import annotations
 
@@ -12,8 +12,10 @@ from rich.console import Console
 
 from rke2_manager.config import get_settings
 from rke2_manager.datadir import prepare_data_dir
+from rke2_manager.tokens import cli as token_cli
 
 app = typer.Typer(help="Install and scale RKE2 clusters over SSH, one safe operation at a time.")
+app.add_typer(token_cli.app, name="token")
 console = Console(stderr=True)
 
 
@@ -31,23 +33,62 @@ def serve(
     host: Annotated[str | None, typer.Option(help="address to listen on")] = None,
     port: Annotated[int | None, typer.Option(help="port to listen on")] = None,
     worker: Annotated[bool, typer.Option(help="run the job worker in this process")] = True,
+    insecure_no_auth: Annotated[
+        bool,
+        typer.Option(
+            "--insecure-no-auth",
+            help="with no API token created, serve every client as admin (throwaway labs only)",
+        ),
+    ] = False,
 ) -> None:
-    """Run the API and (by default) the job worker; migrates the database first."""
+    """Run the API and (by default) the job worker; migrates the database first.
+
+    With no API token created, only loopback clients are served (protected mode), so a
+    non-loopback ``--host`` refuses to start until a token exists (or ``--insecure-no-auth``).
+    """
     import uvicorn
 
+    from rke2_manager import migrate
     from rke2_manager.api.app import create_app
+    from rke2_manager.api.auth import is_loopback
+    from rke2_manager.db import Database
+    from rke2_manager.tokens.service import any_active
 
     _logging()
     settings = get_settings()
     prepare_data_dir(settings)  # umask 077; data dir 0700, its files 0600
-    listen_host = host or settings.host
+    settings.host = host or settings.host  # the Host check admits the listen address
+    settings.insecure_no_auth = settings.insecure_no_auth or insecure_no_auth
     listen_port = port or settings.port
     console.print(f"rke2-manager: database {settings.database_url.split('@')[-1]}")
-    console.print(
-        "rke2-manager: no API tokens are configured; bind to loopback only "
-        f"(listening on {listen_host}:{listen_port})"
-    )
-    uvicorn.run(create_app(settings, start_worker=worker), host=listen_host, port=listen_port)
+    db = Database(settings.database_url)
+    migrate.upgrade(db.engine)
+    with db.read_session() as session:
+        tokens_exist = any_active(session)
+    db.dispose()
+    loopback = settings.host == "localhost" or is_loopback(settings.host)
+    if not tokens_exist and not loopback and not settings.insecure_no_auth:
+        console.print(
+            f"rke2-manager: refusing to listen on {settings.host}: no API token exists, so "
+            "anyone who reaches the port could run commands as root on every node. Create "
+            "one first: rke2-manager token create --name admin --role admin "
+            "(or pass --insecure-no-auth for a throwaway lab)."
+        )
+        raise typer.Exit(2)
+    if not tokens_exist and settings.insecure_no_auth:
+        console.print(
+            "[bold red]rke2-manager: INSECURE: no authentication. Every client that reaches "
+            f"{settings.host}:{listen_port} is served as admin until a token is created."
+            "[/bold red]"
+        )
+    elif not tokens_exist:
+        console.print(
+            "rke2-manager: protected mode: no API token exists, so only loopback clients are "
+            "served. Create one with: rke2-manager token create --name NAME --role admin"
+        )
+    console.print(f"rke2-manager: listening on {settings.host}:{listen_port}")
+    app_ = create_app(settings, start_worker=worker)
+    uvicorn.run(app_, host=settings.host, port=listen_port)
 
 
 @app.command("worker")

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Response
 
 from rke2_manager.api.auth import VIEWER, AdminActor, OperatorActor
 from rke2_manager.api.deps import ClusterId, CtxDep, ReadSessionDep
 from rke2_manager.clusters import service
+from rke2_manager.clusters.hostkeys import accept_host_key as accept_host_key_
 from rke2_manager.clusters.schemas import (
     ClusterCreate,
     ClusterOut,
@@ -18,6 +21,9 @@ from rke2_manager.jobs.schemas import QueuedJob, job_out
 from rke2_manager.operations.dispatch import queued_jobs
 
 router = APIRouter(prefix="/api/clusters", tags=["clusters"])
+HostnamePath = Annotated[
+    str, Path(max_length=253, pattern=r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$")
+]
 
 
 @router.post("", status_code=201, response_model=ClusterOut)
@@ -64,6 +70,17 @@ def delete_cluster(cluster_id: ClusterId, ctx: CtxDep, actor: AdminActor) -> Res
 @router.get("/{cluster_id}/nodes", response_model=list[NodeOut], dependencies=[VIEWER])
 def list_nodes(cluster_id: ClusterId, session: ReadSessionDep) -> list[NodeOut]:
     return [service.node_out(n) for n in service.get_cluster(session, cluster_id).nodes]
+
+
+@router.post("/{cluster_id}/nodes/{hostname}/accept-host-key", response_model=NodeOut)
+def accept_host_key(
+    cluster_id: ClusterId, hostname: HostnamePath, ctx: CtxDep, actor: AdminActor
+) -> NodeOut:
+    """Forget the node's pinned SSH host key (after it changed on purpose, e.g. a reinstall):
+    the next job pins the key the node offers then. Check the offered fingerprint out of band
+    first. 409 while a job holds the cluster's lock."""
+    with ctx.db.transaction() as session:
+        return service.node_out(accept_host_key_(session, cluster_id, hostname, actor))
 
 
 @router.get("/{cluster_id}/lock", response_model=LockOut, dependencies=[VIEWER])

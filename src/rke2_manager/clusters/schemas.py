@@ -45,6 +45,11 @@ class SSHIn(StrictModel):
     port: Annotated[int, Field(ge=1, le=65535)] = 22
     private_key: Annotated[SecretStr, Field(max_length=MAX_PRIVATE_KEY)] | None = None
     """Write-only. Generated (ed25519) when absent; its public key is then shown."""
+    host_key_checking: bool = Field(
+        True,
+        description="Pin each node's SSH host key on first contact and refuse a changed one. "
+        "Turn off only for throwaway labs whose hosts are rebuilt with new keys.",
+    )
 
 
 class RKE2In(StrictModel):
@@ -96,6 +101,14 @@ class NodeOut(BaseModel):
     status: str
     status_reason: str | None
     is_initial_master: bool
+    host_key: str | None = Field(
+        description="SSH host key pinned on first contact (`<type> <base64>`), null until then"
+    )
+    host_key_pinned_at: datetime | None
+    host_key_offered: str | None = Field(
+        description="Fingerprint of a different key the node offered; accept it with "
+        "POST /api/clusters/{id}/nodes/{hostname}/accept-host-key (admin)"
+    )
     created_at: datetime
     updated_at: datetime
 
@@ -113,6 +126,7 @@ class SSHOut(BaseModel):
     user: str
     port: int
     public_key: str | None
+    host_key_checking: bool
 
 
 class RKE2Out(BaseModel):

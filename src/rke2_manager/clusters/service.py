@@ -126,6 +126,7 @@ def create_cluster(
         rke2_artifact_dir=artifact_dir,
         ssh_user=body.ssh.user,
         ssh_port=body.ssh.port,
+        ssh_host_key_checking=body.ssh.host_key_checking,
         ssh_private_key_enc=box.encrypt(private),
         ssh_public_key=public,
         token_enc=box.encrypt(new_cluster_token()),
@@ -183,6 +184,7 @@ def update_cluster(
     if body.ssh is not None:
         cluster.ssh_user = body.ssh.user
         cluster.ssh_port = body.ssh.port
+        cluster.ssh_host_key_checking = body.ssh.host_key_checking
         if body.ssh.private_key is not None:
             private = body.ssh.private_key.get_secret_value()
             cluster.ssh_public_key = _public_key(private)
@@ -262,7 +264,12 @@ def cluster_out(cluster: Cluster, box: SecretBox | None = None) -> ClusterOut:
             config=config,
             secret_config_keys=secret_names,
         ),
-        ssh=SSHOut(user=cluster.ssh_user, port=cluster.ssh_port, public_key=cluster.ssh_public_key),
+        ssh=SSHOut(
+            user=cluster.ssh_user,
+            port=cluster.ssh_port,
+            public_key=cluster.ssh_public_key,
+            host_key_checking=cluster.ssh_host_key_checking,
+        ),
         registration_address=cluster.registration_address,
         kubeconfig_available=cluster.kubeconfig_enc is not None,
         nodes=[node_out(n) for n in cluster.nodes],
