@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -168,3 +169,41 @@ def uninstalled(lab: Lab, host: str) -> list[str]:
         "systemctl is-active rke2-server rke2-agent",
     ).stdout.split()
     return [w for w in out if w != "inactive"]
+
+
+def host_public_key(lab: Lab, host: str) -> str:
+    """The host's SSH host key as the service pins it: ``<type> <base64>``."""
+    text = (lab.host(host).dir / "ssh_host_ed25519_key.pub").read_text()
+    kind, blob = text.split()[:2]
+    return f"{kind} {blob}"
+
+
+def host_fingerprint(lab: Lab, host: str) -> str:
+    """``SHA256:…`` of the host's SSH host key, as ssh prints it."""
+    path = lab.host(host).dir / "ssh_host_ed25519_key.pub"
+    out = subprocess.run(
+        ["ssh-keygen", "-l", "-E", "sha256", "-f", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return out.split()[1]
+
+
+def replace_host_key(lab: Lab, host: str) -> None:
+    """Give the host a new SSH host key, as a reinstall would: its sshd restarts with it and
+    open SSH sessions end (so no shared connection outlives the old key)."""
+    lab.stop_sshd(host)
+    ps = lab.nsexec(host, ["ps", "-eo", "pid=,comm="]).stdout
+    sessions = [line.split()[0] for line in ps.splitlines() if line.split()[1:] == ["sshd"]]
+    if sessions:
+        lab.nsexec(host, ["kill", *sessions])
+    key = lab.host(host).dir / "ssh_host_ed25519_key"
+    key.unlink()
+    key.with_suffix(".pub").unlink()
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"root@{host}", "-f", str(key)],
+        check=True,
+        capture_output=True,
+    )
+    lab.start_sshd(host)
