@@ -18,7 +18,7 @@ from sqlalchemy import select
 
 from rke2_manager.cluster_lock import renew_cluster_lock
 from rke2_manager.context import AppContext
-from rke2_manager.execution.ansible_service import runs_dir, sweep_stale_run_dirs
+from rke2_manager.execution.ansible_service import run_dir_roots, sweep_stale_run_dirs
 from rke2_manager.fencing import Claim, StopSignal
 from rke2_manager.jobrun import execute
 from rke2_manager.listener import Listener
@@ -64,7 +64,8 @@ class Worker:
                     log.warning("worker %s: ended jobs of dead workers: %s", self.id, ended)
         except Exception:
             log.exception("worker %s: start-up recovery failed; leases will expire", self.id)
-        sweep_stale_run_dirs(runs_dir(self.ctx.settings.data_dir), pid_alive)
+        for root in run_dir_roots(self.ctx.settings.data_dir):
+            sweep_stale_run_dirs(root, pid_alive)
         if self.ctx.db.engine.dialect.name == "postgresql":
             self._listener = Listener(self.ctx.db.engine, self.wake)
             self._listener.start()

@@ -30,6 +30,7 @@ __all__ = [
     "HostSpec",
     "RunOutcome",
     "RunSpec",
+    "run_dir_roots",
     "run_playbook",
     "runs_dir",
     "sweep_stale_run_dirs",
@@ -76,6 +77,12 @@ RUN_DIR_PREFIX = "rke2m-run-"
 def runs_dir(data_dir: Path) -> Path:
     """Where runs' private directories are made: ``<data dir>/runs`` (0700 once used)."""
     return (data_dir / "runs").resolve()
+
+
+def run_dir_roots(data_dir: Path) -> list[Path]:
+    """Where run directories may be left: :func:`runs_dir`, and the tmp dir earlier versions
+    used (their ``artifacts/*/command`` files held the cluster token)."""
+    return [runs_dir(data_dir), Path(tempfile.gettempdir())]
 
 
 def sweep_stale_run_dirs(root: Path, alive: Callable[[int], bool]) -> list[str]:

@@ -3,11 +3,11 @@
 Every value here comes from the database, a request or the operator's settings. Ansible
 templates whatever reaches it as a variable unless the value is marked ``!unsafe`` — so a
 config value ``"{{ lookup('pipe', 'id') }}"`` would run on the manager. :func:`write_run_inputs`
-writes every mapping and list tagged ``!unsafe`` (see :func:`dump`), so ansible-core 2.19 loads
-every string in them as untrusted data: never rendered, also when concatenated into playbook
-expressions, passed to lookups or combined into templates. Nothing goes on the command line or into the
-environment: ansible-runner finds ``inventory/hosts.yml`` and ``env/extravars`` (passed as
-``-e @path``) in the private data directory, each written 0600.
+writes every mapping and list tagged ``!unsafe`` (see :func:`dump`), so ansible-core 2.19
+loads every string in them as untrusted data: never rendered, also when concatenated into
+playbook expressions, passed to lookups or combined into templates. Nothing goes on the
+command line or into the environment: ansible-runner finds ``inventory/hosts.yml`` and
+``env/extravars`` (passed as ``-e @path``) in the private data directory, each 0600.
 """
 
 from __future__ import annotations
