@@ -58,11 +58,12 @@ def _secret_config(ctx: AppContext, cluster: Cluster) -> dict[str, Any]:
 
 
 def _secret_strings(value: Any) -> list[str]:
+    """The strings in a secret config value, to redact from the output."""
     if isinstance(value, dict):
         return [s for v in value.values() for s in _secret_strings(v)]
     if isinstance(value, list):
         return [s for v in value for s in _secret_strings(v)]
-    return [str(value)] if value not in (None, "", True, False) else []
+    return [value] if isinstance(value, str) and value else []
 
 
 def prepare(ctx: AppContext, fence: Fence) -> tuple[RunSpec, Progress]:
