@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import stat
+import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from rke2_manager.execution.run_inputs import (
     learned_host_keys,
     write_run_inputs,
 )
-from rke2_manager.execution.ssh import control_path
+from rke2_manager.execution.ssh import ControlDirError, control_path
 
 PAYLOADS = [
     "{{ lookup('pipe', 'touch MARKER') }}",
@@ -124,12 +125,19 @@ def test_without_host_key_checking_nothing_is_pinned(tmp_path: Path) -> None:
     assert inv["vars"]["ansible_become"] is True
 
 
-def test_control_path_names_cluster_and_key() -> None:
+def test_control_path_names_cluster_and_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     a, b = control_path(7, "key-a"), control_path(7, "key-b")
     assert a != b and control_path(8, "key-a") != a and control_path(7, "key-a") == a
     assert "/c7-" in a and a.endswith("-%C") and "key-a" not in a
     assert len(a) - 2 + 40 < 100  # %C expands to 40 characters; sockets need < 108
     assert stat.S_IMODE(Path(a).parent.stat().st_mode) == 0o700
+    long_tmp = tmp_path / ("t" * 60)
+    long_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(long_tmp))
+    with pytest.raises(ControlDirError, match="too long"):
+        control_path(7, "key-a")
 
 
 LOCAL_PLAY = """\

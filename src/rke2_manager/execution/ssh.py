@@ -46,9 +46,19 @@ def key_hash(private_key: str | None) -> str:
     return hashlib.sha256((private_key or "").encode()).hexdigest()[:16]
 
 
+#: Longest Unix socket path on Linux is 107 bytes; ssh adds a temporary suffix while binding.
+MAX_SOCKET_PATH = 100
+
+
 def control_path(cluster_id: int, private_key: str | None) -> str:
-    """The ControlPath of the cluster's connections made with ``private_key``."""
-    return f"{control_dir()}/c{cluster_id}-{key_hash(private_key)}-%C"
+    """The ControlPath of the cluster's connections made with ``private_key``.
+
+    Raises ControlDirError if the socket path would be too long (a long ``TMPDIR``).
+    """
+    path = f"{control_dir()}/c{cluster_id}-{key_hash(private_key)}-%C"
+    if len(path.encode()) - 2 + 40 > MAX_SOCKET_PATH:  # %C expands to 40 hex digits
+        raise ControlDirError(f"SSH control socket path {path} is too long: shorten TMPDIR")
+    return path
 
 
 def ssh_env(
