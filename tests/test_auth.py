@@ -252,3 +252,50 @@ def test_insecure_no_auth_serves_everyone_until_a_token_exists(
     with db.read_session() as s:
         entry = s.scalars(select(AuditEntry).where(AuditEntry.action == "cluster.create")).one()
         assert entry.actor == "insecure-no-auth@10.9.8.7"
+
+
+def test_audit_records_role_and_refusals(app: Any, db: Database) -> None:
+    viewer = make_token(db, "watcher", "viewer")
+    operator = make_token(db, "deployer", "operator")
+    with client_for(app, REMOTE) as remote:
+        as_op = {"Authorization": f"Bearer {operator}"}
+        cid = remote.post("/api/clusters", json=CLUSTER, headers=as_op).json()["id"]
+        assert remote.post("/api/clusters", json=CLUSTER, headers=as_op).status_code == 409
+        r = remote.post(
+            f"/api/clusters/{cid}/scale/remove",
+            json={"nodes": [{"hostname": "m1"}]},
+            headers=as_op,
+        )
+        assert r.status_code == 400
+        r = remote.delete(f"/api/clusters/{cid}", headers={"Authorization": f"Bearer {viewer}"})
+        assert r.status_code == 403
+        assert remote.delete(f"/api/clusters/{cid}").status_code == 401  # not recorded
+    with db.read_session() as s:
+        rows = s.scalars(
+            select(AuditEntry).where(AuditEntry.action != "token.create").order_by(AuditEntry.id)
+        ).all()
+        got = [(e.actor, e.role, e.action, e.cluster_id, e.result) for e in rows]
+    assert got == [
+        ("deployer", "operator", "cluster.create", cid, "ok"),
+        (
+            "deployer",
+            "operator",
+            "POST /api/clusters",
+            None,
+            "409 Cluster named 'prod' already exists",
+        ),
+        (
+            "deployer",
+            "operator",
+            f"POST /api/clusters/{cid}/scale/remove",
+            cid,
+            "400 Cannot remove all control-plane nodes. At least 1 required.",
+        ),
+        (
+            "watcher",
+            "viewer",
+            f"DELETE /api/clusters/{cid}",
+            cid,
+            "403 This needs the 'admin' role; the token 'watcher' has 'viewer'",
+        ),
+    ]

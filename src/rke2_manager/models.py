@@ -251,9 +251,12 @@ class AuditEntry(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     at: Mapped[datetime] = mapped_column(default=utcnow)
     actor: Mapped[str] = mapped_column(String(128))
+    role: Mapped[str | None] = mapped_column(String(16))
     action: Mapped[str] = mapped_column(String(64))
     cluster_id: Mapped[int | None] = mapped_column(Integer, index=True)
     job_id: Mapped[int | None] = mapped_column(Integer)
+    result: Mapped[str] = mapped_column(Text, default="ok")
+    """``ok``, or the status and message of a refused call (``409 Cluster is busy …``)."""
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
 

@@ -89,11 +89,11 @@ def require(role: ApiRole) -> Callable[..., str]:
 
     def dependency(request: Request, ctx: CtxDep) -> str:
         actor, has = authenticate(request, ctx)
+        request.state.actor = actor  # known from here on: a refusal is audited under it
         if has.rank < role.rank:
             raise Forbidden(
                 f"This needs the '{role.value}' role; the token '{actor}' has '{has.value}'"
             )
-        request.state.actor = actor
         return actor
 
     dependency.required_role = role  # type: ignore[attr-defined]

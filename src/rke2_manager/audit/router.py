@@ -21,9 +21,11 @@ class AuditOut(BaseModel):
     id: int
     at: datetime
     actor: str
+    role: str | None
     action: str
     cluster_id: int | None
     job_id: int | None
+    result: str
     detail: dict[str, Any]
 
 

@@ -1,4 +1,5 @@
-"""API tokens, encrypted secret config keys, pinned SSH host keys, ids never reused.
+"""API tokens, encrypted secret config keys, pinned SSH host keys, ids never reused, audit roles
+and results.
 
 On SQLite, ``clusters`` and ``jobs`` are rebuilt with AUTOINCREMENT so an id freed by a delete
 is never handed out again (PostgreSQL sequences never reuse one). ``migrate.upgrade`` turns
@@ -37,6 +38,9 @@ def upgrade() -> None:
         batch.add_column(sa.Column("host_key", sa.Text(), nullable=True))
         batch.add_column(sa.Column("host_key_pinned_at", sa.DateTime(timezone=True), nullable=True))
         batch.add_column(sa.Column("host_key_offered", sa.String(length=128), nullable=True))
+    with op.batch_alter_table("audit_log") as batch:
+        batch.add_column(sa.Column("role", sa.String(length=16), nullable=True))
+        batch.add_column(sa.Column("result", sa.Text(), nullable=False, server_default="ok"))
     op.create_table(
         "api_tokens",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -60,6 +64,9 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("api_tokens")
+    with op.batch_alter_table("audit_log") as batch:
+        batch.drop_column("result")
+        batch.drop_column("role")
     with op.batch_alter_table("nodes") as batch:
         batch.drop_column("host_key_offered")
         batch.drop_column("host_key_pinned_at")
