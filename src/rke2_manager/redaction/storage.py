@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 
 _CACHE = "rke2m_redactors"
 _JOB_CLUSTER = "rke2m_job_cluster"
+_CLUSTER_ROWS = "rke2m_cluster_rows"
+_CACHES = (_CACHE, _JOB_CLUSTER, _CLUSTER_ROWS)
 
 
 def _cluster_redactor(session: Session, box: SecretBox, target: Cluster | int | None) -> Redactor:
@@ -40,16 +42,7 @@ def _cluster_redactor(session: Session, box: SecretBox, target: Cluster | int | 
     if isinstance(target, int):
         cluster = session.identity_map.get(identity_key(Cluster, target))
         if cluster is None:
-            row = session.execute(
-                select(
-                    Cluster.token_enc,
-                    Cluster.ssh_private_key_enc,
-                    Cluster.rke2_config_secrets_enc,
-                    Cluster.kubeconfig_enc,
-                    Cluster.rke2_config,
-                ).where(Cluster.id == target)
-            ).one_or_none()
-            cluster = None if row is None else SimpleNamespace(**row._asdict())
+            cluster = _cluster_row(session, target)
     if cluster is None:
         return _cached(session, ("box",), lambda: Redactor(key_material(box)))
     key = (
@@ -60,6 +53,23 @@ def _cluster_redactor(session: Session, box: SecretBox, target: Cluster | int | 
         *legacy_clear_secrets(cluster),
     )
     return _cached(session, key, lambda: Redactor(cluster_secrets(cluster, box)))
+
+
+def _cluster_row(session: Session, cluster_id: int) -> SimpleNamespace | None:
+    """The secret columns of a cluster not loaded in the session, read once per transaction."""
+    rows: dict[int, SimpleNamespace | None] = session.info.setdefault(_CLUSTER_ROWS, {})
+    if cluster_id not in rows:
+        row = session.execute(
+            select(
+                Cluster.token_enc,
+                Cluster.ssh_private_key_enc,
+                Cluster.rke2_config_secrets_enc,
+                Cluster.kubeconfig_enc,
+                Cluster.rke2_config,
+            ).where(Cluster.id == cluster_id)
+        ).one_or_none()
+        rows[cluster_id] = None if row is None else SimpleNamespace(**row._asdict())
+    return rows[cluster_id]
 
 
 def _cached(session: Session, key: tuple[Any, ...], build: Callable[[], Redactor]) -> Redactor:
@@ -123,4 +133,9 @@ def install_session_redaction(factory: sessionmaker[Session], box: SecretBox) ->
             for row in [*session.new, *session.dirty]:
                 _redact_row(session, box, row)
 
+    def forget(session: Session, _transaction: Any) -> None:
+        for name in _CACHES:  # a later transaction may see changed secrets
+            session.info.pop(name, None)
+
     event.listen(factory, "before_flush", before_flush)
+    event.listen(factory, "after_transaction_end", forget)
