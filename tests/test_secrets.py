@@ -337,7 +337,7 @@ def _mode(path: Path) -> int:
 
 def _loose_data_dir(tmp_path: Path) -> Settings:
     data = tmp_path / "loose"
-    data.mkdir(mode=0o755)
+    data.mkdir(mode=0o755, parents=True)
     data.chmod(0o755)
     (data / "secret.key").write_text("old-key-material-123")
     (data / "secret.key").chmod(0o644)
@@ -393,3 +393,54 @@ def test_serve_makes_the_data_dir_private(tmp_path: Path, monkeypatch: pytest.Mo
     assert _mode(loose.data_dir) == 0o700
     assert _mode(loose.data_dir / "secret.key") == 0o600
     assert _mode(loose.data_dir / "rke2-manager.db") == 0o600
+
+
+def test_worker_and_migrate_make_the_data_dir_private(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from typer.testing import CliRunner
+
+    from rke2_manager import cli, worker
+    from rke2_manager.config import get_settings
+
+    started: list[Any] = []
+
+    class FakeWorker:
+        id = "fake"
+
+        def __init__(self, ctx: Any) -> None:
+            started.append(ctx)
+
+        def start(self) -> None: ...
+
+        def stop(self) -> None: ...
+
+    class Done(threading.Event):
+        def wait(self, timeout: float | None = None) -> bool:
+            return True
+
+    monkeypatch.setattr(worker, "Worker", FakeWorker)
+    monkeypatch.setattr(cli.threading, "Event", Done)
+    previous = logging.getLogRecordFactory()
+    umask = os.umask(0o022)
+    try:
+        for command in (["migrate"], ["worker"]):
+            loose = _loose_data_dir(tmp_path / command[0])
+            monkeypatch.setenv("RKE2M_DATA_DIR", str(loose.data_dir))
+            get_settings.cache_clear()
+            os.umask(0o022)
+            result = CliRunner().invoke(cli.app, command)
+            assert result.exit_code == 0, (command, result.output)
+            assert os.umask(0o022) == 0o077, command
+            assert _mode(loose.data_dir) == 0o700, command
+            names = {"secret.key", "rke2-manager.db", *os.listdir(loose.data_dir)}
+            for name in names:  # with the -wal and -shm files SQLite made
+                assert _mode(loose.data_dir / name) == 0o600, (command, name)
+    finally:
+        os.umask(umask)
+        logging.setLogRecordFactory(previous)
+        get_settings.cache_clear()
+    assert len(started) == 1 and started[0].db.box is started[0].box  # the worker redacts
+    started[0].db.dispose()
