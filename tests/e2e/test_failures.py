@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
@@ -99,10 +99,12 @@ def test_a_wrong_token_fails_the_join_within_its_bound(
 
 
 def test_a_corrupt_artifact_fails_the_install_with_the_checksum_error(
-    api: Api, make_lab: Callable[[list[str]], Lab], tmp_path: Path
+    api: Api, make_lab: Callable[[list[str]], Lab], settings: Settings
 ) -> None:
     lab = make_lab(["m1"])
-    api.artifact = build_artifact(tmp_path / "corrupt", corrupt=True)
+    # under the artifact root, which the session's other tests share: a name of its own
+    corrupt = settings.artifact_root_dir / f"corrupt-{uuid.uuid4().hex[:8]}"
+    api.artifact = build_artifact(corrupt, corrupt=True)
     cid = api.create_cluster("corrupt", lab, [("m1", "server")])
     job = api.wait(api.install(cid))
     assert job["status"] == "failed"
