@@ -12,6 +12,7 @@ from rke2_manager.clusters.rke2config import (
     MAX_CONFIG_KEYS,
     MAX_CONFIG_LIST,
     MAX_CONFIG_STRING,
+    RESERVED_CONFIG_KEYS,
     SECRET_KEY_PATTERN,
     check_config,
 )
@@ -39,6 +40,25 @@ CONFIG_DESCRIPTION = (
     "null is removed."
 )
 
+_SCALAR: list[Any] = [
+    {"type": "string", "maxLength": MAX_CONFIG_STRING, "pattern": "^[^\\u0000]*$"},
+    {"type": "integer", "minimum": -(2**63), "maximum": 2**63 - 1},
+    {"type": "number"},
+    {"type": "boolean"},
+]
+CONFIG_SCHEMA: dict[str, Any] = {
+    "maxProperties": MAX_CONFIG_KEYS,
+    "propertyNames": {"pattern": KEY_PATTERN, "not": {"enum": sorted(RESERVED_CONFIG_KEYS)}},
+    "additionalProperties": {
+        "anyOf": [
+            *_SCALAR,
+            {"type": "array", "maxItems": MAX_CONFIG_LIST, "items": {"anyOf": _SCALAR}},
+            {"type": "null"},
+        ]
+    },
+}
+"""The rules above as JSON Schema, for the OpenAPI document (the validator enforces them)."""
+
 
 class SSHIn(StrictModel):
     user: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_-]{0,31}$")] = "root"
@@ -60,7 +80,9 @@ class RKE2In(StrictModel):
         description="An air-gap artifact directory: a normalised absolute path under the "
         "artifact root (RKE2M_ARTIFACT_ROOT, default <data dir>/artifacts).",
     )
-    config: dict[str, Any] = Field(default_factory=dict, description=CONFIG_DESCRIPTION)
+    config: dict[str, Any] = Field(
+        default_factory=dict, description=CONFIG_DESCRIPTION, json_schema_extra=CONFIG_SCHEMA
+    )
 
     @field_validator("config")
     @classmethod
