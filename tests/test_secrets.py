@@ -361,10 +361,15 @@ def test_create_app_makes_the_data_dir_private(tmp_path: Path) -> None:
         assert _mode(data / name) == 0o600, name
 
     loose = _loose_data_dir(tmp_path)
+    elsewhere = tmp_path / "shared.txt"
+    elsewhere.write_text("not ours to change")
+    elsewhere.chmod(0o644)
+    (loose.data_dir / "link").symlink_to(elsewhere)
     create_app(loose, run_migrations=False, start_worker=False).state.ctx.db.dispose()
     assert _mode(loose.data_dir) == 0o700
     assert _mode(loose.data_dir / "secret.key") == 0o600
     assert _mode(loose.data_dir / "rke2-manager.db") == 0o600
+    assert _mode(elsewhere) == 0o644  # a symlink's target is not followed
 
 
 def test_serve_makes_the_data_dir_private(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
