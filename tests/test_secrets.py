@@ -449,3 +449,12 @@ def test_worker_and_migrate_make_the_data_dir_private(
         get_settings.cache_clear()
     assert len(started) == 1 and started[0].db.box is started[0].box  # the worker redacts
     started[0].db.dispose()
+
+
+def test_redactor_masks_deep_values_before_cutting_them() -> None:
+    secret = "deep-secret-value-0123456789"
+    value: Any = ["x" * 4032 + secret]  # the 4096-character cut falls inside the secret
+    for _ in range(40):
+        value = {"a": value}
+    masked = json.dumps(Redactor([secret]).value(value))
+    assert "deep-secret" not in masked and "0123456789" not in masked

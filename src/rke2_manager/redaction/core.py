@@ -74,7 +74,10 @@ class Redactor:
         if isinstance(value, str):
             return self.text(value)
         if _depth >= _MAX_DEPTH and isinstance(value, dict | list):
-            return self.text(json.dumps(value, default=str)[:4096])
+            try:  # masked before it is cut, so no half secret survives the cut
+                return self.text(json.dumps(value, default=str))[:4096]
+            except (RecursionError, ValueError):
+                return f"<{type(value).__name__} nested too deep>"
         if isinstance(value, dict):
             return {self.value(k, _depth + 1): self.value(v, _depth + 1) for k, v in value.items()}
         if isinstance(value, list | tuple):
