@@ -458,3 +458,27 @@ def test_redactor_masks_deep_values_before_cutting_them() -> None:
         value = {"a": value}
     masked = json.dumps(Redactor([secret]).value(value))
     assert "deep-secret" not in masked and "0123456789" not in masked
+
+
+def test_secrets_under_another_key_never_break_a_read(client: TestClient, db: Database) -> None:
+    from rke2_manager.vault import SecretBox
+
+    cid = make_cluster(db)
+    foreign = SecretBox("another-service-key").encrypt(json.dumps(SECRETS))
+    with db.transaction() as s:
+        cluster = s.get(Cluster, cid)
+        assert cluster is not None
+        cluster.rke2_config_secrets_enc = foreign
+    r = client.get(f"/api/clusters/{cid}")
+    assert r.status_code == 200 and r.json()["rke2"]["secret_config_keys"] == []
+    # plain keys can still be edited: the secrets stay as they are, unread
+    r = client.patch(f"/api/clusters/{cid}", json={"rke2": {"config": {"cni": "canal"}}})
+    assert r.status_code == 200, r.text
+    # changing a secret key needs the stored ones: 409, nothing changed
+    r = client.patch(f"/api/clusters/{cid}", json={"rke2": {"config": {"db-password": "x" * 9}}})
+    assert r.status_code == 409, r.text
+    assert "cannot be decrypted with this RKE2M_SECRET_KEY" in r.json()["detail"]
+    with db.read_session() as s:
+        cluster = s.get(Cluster, cid)
+        assert cluster is not None
+        assert (cluster.rke2_config, cluster.rke2_config_secrets_enc) == ({"cni": "canal"}, foreign)
