@@ -77,7 +77,12 @@ def test_create_with_given_key_and_options(
     )
     assert r.status_code == 201, r.text
     body = r.json()
-    assert body["ssh"] == {"user": "ubuntu", "port": 2222, "public_key": public.rsplit(" ", 1)[0]}
+    assert body["ssh"] == {
+        "user": "ubuntu",
+        "port": 2222,
+        "public_key": public.rsplit(" ", 1)[0],
+        "host_key_checking": True,
+    }
     assert body["rke2"]["version"] == "v1.31.4+rke2r1"
     assert body["rke2"]["config"] == {"cni": "canal"}
     assert body["rke2"]["artifact_dir"] == str(artifacts)

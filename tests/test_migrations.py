@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import threading
 
+import pytest
 from alembic import command
 from sqlalchemy import inspect, text
+from sqlalchemy.exc import DBAPIError
 
 from rke2_manager import migrate
 from rke2_manager.db import make_engine
@@ -106,5 +108,26 @@ def test_security_revision_keeps_rows_and_ids_are_never_reused(database_url: str
                 {"now": "2026-12-01 00:00:00"},
             ).scalar()
         assert new_id is not None and new_id > max(ids)
+    finally:
+        engine.dispose()
+
+
+def test_audit_log_is_append_only(database_url: str) -> None:
+    engine = make_engine(database_url)
+    try:
+        migrate.upgrade(engine)
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO audit_log (at, actor, action, detail, result) "
+                    "VALUES (:now, 'local', 'cluster.create', '{}', 'ok')"
+                ),
+                {"now": "2026-12-02 00:00:00"},
+            )
+        for statement in ("UPDATE audit_log SET actor = 'someone else'", "DELETE FROM audit_log"):
+            with pytest.raises(DBAPIError, match="audit_log is append-only"), engine.begin() as c:
+                c.execute(text(statement))
+        with engine.begin() as conn:
+            assert conn.execute(text("SELECT actor FROM audit_log")).scalar() == "local"
     finally:
         engine.dispose()
