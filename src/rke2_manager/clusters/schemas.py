@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from sqlalchemy.orm import object_session
 
 from rke2_manager.clusters.rke2config import (
     KEY_PATTERN,
@@ -15,7 +16,10 @@ from rke2_manager.clusters.rke2config import (
     RESERVED_CONFIG_KEYS,
     SECRET_KEY_PATTERN,
     check_config,
+    render_config,
+    secret_key_names,
 )
+from rke2_manager.db import session_box
 from rke2_manager.paths import MAX_PATH
 from rke2_manager.validation import (
     MAX_NODES_PER_REQUEST,
@@ -23,6 +27,10 @@ from rke2_manager.validation import (
     NodeIn,
     StrictModel,
 )
+
+if TYPE_CHECKING:
+    from rke2_manager.models import Cluster, Node
+    from rke2_manager.vault import SecretBox
 
 ClusterName = Annotated[str, Field(pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
 MAX_PRIVATE_KEY = 16_384
@@ -172,3 +180,53 @@ class ClusterOut(LockOut):
     nodes: list[NodeOut]
     created_at: datetime
     updated_at: datetime
+
+
+def lock_out(cluster: Cluster) -> LockOut:
+    return LockOut(
+        operation_status=cluster.operation_status,
+        current_job_id=cluster.current_job_id,
+        operation_started_at=cluster.operation_started_at,
+        operation_locked_by=cluster.operation_locked_by,
+        lock_expires_at=cluster.lock_expires_at,
+        fencing_token=cluster.lock_token,
+    )
+
+
+def node_out(node: Node) -> NodeOut:
+    return NodeOut.model_validate(node, from_attributes=True)
+
+
+def cluster_out(cluster: Cluster, box: SecretBox | None = None) -> ClusterOut:
+    """The response body of a cluster (loaded with its nodes); never raises on stored values.
+
+    Secret config keys are named, never shown; their names are read with ``box``, by default
+    the one attached to the cluster's session (``Database.attach_redaction``).
+    """
+    config, clear_secrets = render_config(cluster.rke2_config)
+    box = box or session_box(object_session(cluster))
+    secret_names = sorted({*clear_secrets, *secret_key_names(cluster, box)})
+    return ClusterOut(
+        **lock_out(cluster).model_dump(),
+        id=cluster.id,
+        name=cluster.name,
+        stage=cluster.stage,
+        rke2=RKE2Out(
+            version=cluster.rke2_version,
+            channel=cluster.rke2_channel,
+            artifact_dir=cluster.rke2_artifact_dir,
+            config=config,
+            secret_config_keys=secret_names,
+        ),
+        ssh=SSHOut(
+            user=cluster.ssh_user,
+            port=cluster.ssh_port,
+            public_key=cluster.ssh_public_key,
+            host_key_checking=cluster.ssh_host_key_checking,
+        ),
+        registration_address=cluster.registration_address,
+        kubeconfig_available=cluster.kubeconfig_enc is not None,
+        nodes=[node_out(n) for n in cluster.nodes],
+        created_at=cluster.created_at,
+        updated_at=cluster.updated_at,
+    )

@@ -7,27 +7,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, object_session, selectinload
+from sqlalchemy.orm import Session, selectinload
 
 from rke2_manager import audit
 from rke2_manager.cluster_lock import ensure_idle, lock_cluster_row
-from rke2_manager.clusters.rke2config import (
-    patch_config,
-    render_config,
-    secret_key_names,
-    split_config,
-    store_config,
-)
-from rke2_manager.clusters.schemas import (
-    ClusterCreate,
-    ClusterOut,
-    ClusterUpdate,
-    LockOut,
-    NodeOut,
-    RKE2Out,
-    SSHOut,
-)
-from rke2_manager.db import session_box
+from rke2_manager.clusters.rke2config import patch_config, split_config, store_config
+from rke2_manager.clusters.schemas import ClusterCreate, ClusterUpdate
+from rke2_manager.clusters.schemas import cluster_out as cluster_out  # response builders,
+from rke2_manager.clusters.schemas import lock_out as lock_out  # kept importable from here
+from rke2_manager.clusters.schemas import node_out as node_out
 from rke2_manager.errors import Conflict, InvalidRequest, NotFound
 from rke2_manager.guardrails import (
     ClusterView,
@@ -225,54 +213,4 @@ def reachable_kubeconfig(text: str, address: str) -> str:
     host = f"[{address}]" if ":" in address else address
     return re.sub(
         r"(server:\s*https://)(127\.0\.0\.1|localhost|\[::1\])(:\d+)", rf"\g<1>{host}\g<3>", text
-    )
-
-
-def lock_out(cluster: Cluster) -> LockOut:
-    return LockOut(
-        operation_status=cluster.operation_status,
-        current_job_id=cluster.current_job_id,
-        operation_started_at=cluster.operation_started_at,
-        operation_locked_by=cluster.operation_locked_by,
-        lock_expires_at=cluster.lock_expires_at,
-        fencing_token=cluster.lock_token,
-    )
-
-
-def node_out(node: Node) -> NodeOut:
-    return NodeOut.model_validate(node, from_attributes=True)
-
-
-def cluster_out(cluster: Cluster, box: SecretBox | None = None) -> ClusterOut:
-    """The response body of a cluster (loaded with its nodes); never raises on stored values.
-
-    Secret config keys are named, never shown; their names are read with ``box``, by default
-    the one attached to the cluster's session (``Database.attach_redaction``).
-    """
-    config, clear_secrets = render_config(cluster.rke2_config)
-    box = box or session_box(object_session(cluster))
-    secret_names = sorted({*clear_secrets, *secret_key_names(cluster, box)})
-    return ClusterOut(
-        **lock_out(cluster).model_dump(),
-        id=cluster.id,
-        name=cluster.name,
-        stage=cluster.stage,
-        rke2=RKE2Out(
-            version=cluster.rke2_version,
-            channel=cluster.rke2_channel,
-            artifact_dir=cluster.rke2_artifact_dir,
-            config=config,
-            secret_config_keys=secret_names,
-        ),
-        ssh=SSHOut(
-            user=cluster.ssh_user,
-            port=cluster.ssh_port,
-            public_key=cluster.ssh_public_key,
-            host_key_checking=cluster.ssh_host_key_checking,
-        ),
-        registration_address=cluster.registration_address,
-        kubeconfig_available=cluster.kubeconfig_enc is not None,
-        nodes=[node_out(n) for n in cluster.nodes],
-        created_at=cluster.created_at,
-        updated_at=cluster.updated_at,
     )
