@@ -101,8 +101,8 @@ def test_files_are_private_and_hold_the_pins(tmp_path: Path) -> None:
         assert stat.S_IMODE(path.stat().st_mode) == 0o700, path
     assert known.read_text() == "[10.0.0.1]:2222 ssh-ed25519 AAAApinned\n"
     inv = load_as_ansible(files[0])["all"]
-    assert inv["hosts"]["m1"]["ansible_ssh_extra_args"] == "-o StrictHostKeyChecking=yes"
-    assert inv["hosts"]["w1"]["ansible_ssh_extra_args"] == "-o StrictHostKeyChecking=accept-new"
+    assert inv["hosts"]["m1"]["ansible_ssh_common_args"] == "-o StrictHostKeyChecking=yes"
+    assert inv["hosts"]["w1"]["ansible_ssh_common_args"] == "-o StrictHostKeyChecking=accept-new"
     assert inv["vars"] == {"ansible_user": "root", "ansible_port": 2222, "ansible_become": False}
     assert list(inv["children"]["rke2_initial_master"]["hosts"]) == ["m1"]
     assert load_as_ansible(files[1]) == {"rke2m_token": "tok", "rke2_config": {"a": "b"}}
@@ -121,7 +121,7 @@ def test_without_host_key_checking_nothing_is_pinned(tmp_path: Path) -> None:
     )
     assert known.read_text() == ""
     inv = load_as_ansible(tmp_path / "inventory" / "hosts.yml")["all"]
-    assert "ansible_ssh_extra_args" not in inv["hosts"]["m1"]
+    assert "ansible_ssh_common_args" not in inv["hosts"]["m1"]
     assert inv["vars"]["ansible_become"] is True
 
 

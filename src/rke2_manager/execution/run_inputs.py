@@ -107,13 +107,14 @@ def inventory(
 
     With host key checking, a node whose key is pinned must present exactly that key
     (``StrictHostKeyChecking=yes``); one without is pinned on first contact (``accept-new``).
+    Common args, so scp and sftp (the copy module) check the same way as ssh.
     """
 
     def host_vars(h: HostSpec) -> dict[str, Any]:
         out: dict[str, Any] = {"ansible_host": h.address, "rke2_role": h.role}
         if host_key_checking:
             strict = "yes" if h.host_key else "accept-new"
-            out["ansible_ssh_extra_args"] = f"-o StrictHostKeyChecking={strict}"
+            out["ansible_ssh_common_args"] = f"-o StrictHostKeyChecking={strict}"
         return out
 
     def group(names: list[str]) -> dict[str, Any]:
