@@ -180,7 +180,9 @@ def test_a_run_renders_no_value_and_puts_none_on_the_command_line(
     out = tmp_path / "out"
     out.mkdir()
     token, s3_secret = f"tok-{uuid.uuid4().hex}", f"s3-{uuid.uuid4().hex}"
+    big = "b" * 200_000  # more than one argument may hold (128 KiB): only a file carries it
     config = {"cni": payloads[0], "node-label": payloads, "token": "not-this", "x": "on"}
+    config["big"] = big
     spec = RunSpec(
         playbook=playbooks / "local.yml",
         hosts=[HostSpec("m1", "127.0.0.1", "server", True, True)],
@@ -214,6 +216,7 @@ def test_a_run_renders_no_value_and_puts_none_on_the_command_line(
     written = yaml.safe_load((out / "config.yaml").read_text())
     assert written["cni"] == payloads[0] and written["node-label"] == payloads
     assert written["x"] == "on"  # still the string RKE2 was given
+    assert written["big"] == big
     assert written["token"] == token  # the manager's keys win over config and secrets
     assert written["etcd-s3-secret-key"] == s3_secret
     assert written["tls-san"] == [payloads[0]]
