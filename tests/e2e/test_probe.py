@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from rke2_manager.api.app import create_app
 from rke2_manager.config import Settings
 from rke2_manager.db import Database
+from tests.conftest import LOOPBACK
 from tests.e2e.support import Api
 from tests.lab import cluster as standin
 from tests.lab.hosts import Lab
@@ -24,7 +25,9 @@ def test_probe_refuses_or_warns_when_the_supervisor_is_down(
 ) -> None:
     lab = make_lab(["m1", "w1"])
     m1 = lab.host("m1").ip
-    with TestClient(create_app(settings, run_migrations=False)) as client:  # the real prober
+    app = create_app(settings, run_migrations=False)  # the real prober
+    # as the shared client fixture: a loopback client, served as the local admin
+    with TestClient(app, base_url="http://localhost", client=LOOPBACK) as client:
         api = Api(client, rke2_artifact)
         cid = api.create_cluster("probe", lab, [("m1", "server")])
         api.succeed(api.install(cid))
