@@ -208,6 +208,7 @@ def test_a_run_renders_no_value_and_puts_none_on_the_command_line(
         return runners[-1]
 
     monkeypatch.setattr(ansible_service.ansible_runner, "run", spy)
+    monkeypatch.setenv("RKE2M_SECRET_KEY", master := f"master-{uuid.uuid4().hex}")
     lines: list[str] = []
     outcome = run_playbook(spec, lambda _: None, lines.extend, lambda: False)
     assert outcome.status == "successful", "\n".join(lines)
@@ -228,7 +229,7 @@ def test_a_run_renders_no_value_and_puts_none_on_the_command_line(
     private = Path(runner.config.private_data_dir)
     assert f"-e @{private}/env/extravars" in command and f"-i {private}/inventory" in command
     env = " ".join(f"{k}={v}" for k, v in runner.config.env.items())
-    for secret in (token, s3_secret, payloads[0], payloads[1]):
+    for secret in (token, s3_secret, master, payloads[0], payloads[1]):
         assert secret not in command and secret not in env
     assert "StrictHostKeyChecking=no" not in env and "/c1-" in env
     # the private dir lived under <data dir>/runs (0700) and is gone

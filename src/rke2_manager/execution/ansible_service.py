@@ -101,6 +101,9 @@ def sweep_stale_run_dirs(root: Path, alive: Callable[[int], bool]) -> list[str]:
 def _envvars(spec: RunSpec, known_hosts: Path) -> dict[str, str]:
     forks = max(5, min(50, len(spec.hosts)))
     return {
+        # ansible-runner starts from this process's environment: blank the service's own
+        # settings (RKE2M_SECRET_KEY, a database URL with its password) for the playbook
+        **{name: "" for name in os.environ if name.startswith("RKE2M_")},
         # ansible-runner starts ansible-playbook by name: ours must come first on PATH.
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         "ANSIBLE_PIPELINING": "True",
