@@ -14,9 +14,10 @@ Ansible. Three scenarios, each repeated ``--runs`` times:
               in its ``finish`` transaction (SPEC §4, G3 complete).
 (c) no wake   a job of a worker we do not run holds the cluster, an install is queued, and the
               lock is freed by a cancel made outside the worker, at a random point of its poll
-              cycle (as an API process without a worker of its own would do): no wake-up
-              reaches the worker, only its poll finds the job. ``--no-wake-runs`` runs only,
-              since each lasts about a poll interval.
+              cycle (as an API process without a worker of its own would do): no in-process
+              wake-up reaches the worker. On SQLite only its poll finds the job
+              (``--no-wake-runs`` runs only, since each lasts about a poll interval); on
+              PostgreSQL the cancel's ``pg_notify`` wakes it through its LISTEN connection.
 
 Every delay is measured from the ending job's ``finished_at`` (set at the start of its
 ``finish`` transaction) to: the commit of that transaction (the DB-level hand-over: the next
@@ -587,11 +588,12 @@ def print_config(result: ConfigResult, args: argparse.Namespace) -> None:
         f"fake playbook {args.play_ms:g} ms"
     )
     for series in result.series:
-        note = (
-            "the worker is not woken: its poll finds the job"
-            if series.scenario.startswith("(c)")
-            else "the ending job's thread wakes the worker in-process"
-        )
+        if not series.scenario.startswith("(c)"):
+            note = "the ending job's thread wakes the worker in-process"
+        elif result.database.startswith("PostgreSQL"):
+            note = "no in-process wake-up: the cancel's NOTIFY wakes the worker"
+        else:
+            note = "the worker is not woken: its poll finds the job"
         print_series(series, note)
     if result.leftovers:
         print(f"  not settled after the runs: {len(result.leftovers)}")
