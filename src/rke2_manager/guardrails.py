@@ -3,12 +3,14 @@
 Nothing here does I/O. The only outside fact, whether the initial master's supervisor port
 answers (G1), is passed in as a :class:`ProbeResult`. Every refusal raises
 :class:`~rke2_manager.errors.GuardrailViolation` with the exact message of SPEC §3.
+For the queue (SPEC §4.3), :func:`project` gives the cluster as the jobs ahead of a queued one
+will leave it, and :func:`deferred_warning` words a refusal that those jobs may lift.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from rke2_manager.errors import GuardrailViolation
@@ -175,3 +177,104 @@ def check_identity(cluster: ClusterView, new_nodes: Sequence[NewNode]) -> None:
             )
         if node.ip in ips:
             raise GuardrailViolation("G4", f"Node with IP '{node.ip}' already exists in cluster")
+
+
+# The queue (SPEC §4.3) ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PendingJob:
+    """A job that runs before the one being queued: the running job or one queued ahead.
+
+    What it does to the nodes if it succeeds: ``install`` makes every node ACTIVE; ``add``
+    creates ``nodes`` ACTIVE (when ``started``, they exist already and become ACTIVE); ``remove``
+    removes the nodes named in ``nodes``; ``other`` changes no node.
+    """
+
+    job_id: int
+    kind: Literal["install", "add", "remove", "other"]
+    nodes: tuple[NewNode, ...] = ()
+    started: bool = False
+
+    @property
+    def verb(self) -> str:
+        return {"install": "installs", "add": "adds", "remove": "removes"}.get(self.kind, "changes")
+
+
+@dataclass(frozen=True)
+class Projection:
+    """The cluster once every pending job succeeded, and which job changed which node (in order)."""
+
+    view: ClusterView
+    changes: tuple[tuple[str, PendingJob], ...] = ()
+
+
+def project(cluster: ClusterView, pending: Sequence[PendingJob]) -> Projection:
+    """The cluster as ``pending`` (in the order they run) leave it if every one succeeds.
+
+    A node counts as changed only if its status, or its presence, differs afterwards. An add of
+    a hostname that exists already changes nothing (G4 refuses it when that job starts); a
+    removal of the initial master hands the role on as G2 does.
+    """
+    nodes = list(cluster.nodes)
+    changes: list[tuple[str, PendingJob]] = []
+
+    def activate(i: int, job: PendingJob) -> None:
+        if nodes[i].status != NodeStatus.ACTIVE:
+            nodes[i] = replace(nodes[i], status=NodeStatus.ACTIVE)
+            changes.append((nodes[i].hostname, job))
+
+    for job in pending:
+        names = {n.hostname for n in job.nodes}
+        if job.kind == "install":
+            for i in range(len(nodes)):
+                activate(i, job)
+        elif job.kind == "add":
+            present = {n.hostname: i for i, n in enumerate(nodes)}
+            for new in job.nodes:
+                if new.hostname not in present:
+                    nodes.append(NodeView(new.hostname, new.ip, new.role, NodeStatus.ACTIVE))
+                    changes.append((new.hostname, job))
+                elif job.started:
+                    activate(present[new.hostname], job)
+        elif job.kind == "remove":
+            gone = [n for n in nodes if n.hostname in names]
+            nodes = [n for n in nodes if n.hostname not in names]
+            changes += [(n.hostname, job) for n in gone]
+            if any(n.is_initial_master for n in gone):
+                stay = [n for n in nodes if n.role == NodeRole.SERVER]
+                heir = next((n for n in stay if n.status == NodeStatus.ACTIVE), None)
+                heir = heir or (stay[0] if stay else None)
+                nodes = [replace(n, is_initial_master=n is heir) for n in nodes]
+    view = ClusterView(tuple(nodes), cluster.registration_address)
+    return Projection(view, tuple(changes))
+
+
+def _listed(items: Sequence[str]) -> str:
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
+def deferred_warning(
+    refusal: GuardrailViolation, projection: Projection, watched: Iterable[str]
+) -> str | None:
+    """The warning a queued job carries instead of ``refusal``, naming the jobs ahead that change
+    the ``watched`` nodes the refusal rests on; None if none of them changes any.
+
+    ``G1 refuses this now ("<refusal>"), but job 3 ahead of this one installs 'm1': G1 is
+    checked again when this job starts.`` (several jobs: ``jobs 3 and 5 ahead of this one
+    change 'm1' and 'm3'``).
+    """
+    watch = set(watched)
+    relevant = [(h, j) for h, j in projection.changes if h in watch]
+    if not relevant:
+        return None
+    hosts = list(dict.fromkeys(f"'{h}'" for h, _ in relevant))
+    jobs = list(dict.fromkeys(j for _, j in relevant))
+    if len(jobs) == 1:
+        who = f"job {jobs[0].job_id} ahead of this one {jobs[0].verb} {_listed(hosts)}"
+    else:
+        ids = _listed([str(j.job_id) for j in jobs])
+        who = f"jobs {ids} ahead of this one change {_listed(hosts)}"
+    rule = refusal.guardrail
+    return (
+        f'{rule} refuses this now ("{refusal.detail}"), but {who}: '
+        f"{rule} is checked again when this job starts."
+    )

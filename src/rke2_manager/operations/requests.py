@@ -3,13 +3,19 @@
 A request is checked when it is made and checked again when its job starts (a queued job, or
 a G3 agents job when the servers' job hands it the lock), because the cluster may have changed
 in between. ``check`` never writes; ``apply`` writes the nodes and the job's targets.
+
+When a job is queued, a G1 or G2 refusal that rests on nodes the jobs ahead of it change (the
+initial master being installed, a server being added or removed) becomes a warning instead
+(SPEC §4.3); the check when the job starts is always the full, strict one.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from rke2_manager.clusters.service import snapshot
@@ -17,13 +23,16 @@ from rke2_manager.errors import DomainError, GuardrailViolation, NotFound
 from rke2_manager.guardrails import (
     ClusterView,
     NewNode,
+    PendingJob,
     ProbePolicy,
     ProbeResult,
     check_bootstrap,
     check_identity,
     check_master_removal,
+    deferred_warning,
+    project,
 )
-from rke2_manager.models import Cluster, Job, Node, NodeRole, Operation
+from rke2_manager.models import Cluster, Job, JobStatus, Node, NodeRole, Operation
 
 
 def targets_of(nodes: list[Node]) -> list[dict[str, Any]]:
@@ -161,12 +170,83 @@ OpRequest = InstallRequest | AddRequest | RemoveRequest
 
 
 def check_request(
-    cluster: Cluster, request: OpRequest, probe: ProbeResult | None, policy: ProbePolicy
+    cluster: Cluster,
+    request: OpRequest,
+    probe: ProbeResult | None,
+    policy: ProbePolicy,
+    ahead: Sequence[PendingJob] = (),
 ) -> list[str]:
-    """Run the request's guardrails against the cluster as it is now; returns warnings."""
-    if isinstance(request, RemoveRequest):
-        return request.check_cluster(cluster)[1]
-    return request.check(snapshot(cluster), probe, policy)
+    """Run the request's guardrails against the cluster as it is now; returns warnings.
+
+    ``ahead`` is given only when the job is being queued: the jobs that run before it
+    (:func:`pending_jobs`). Then a G1 or G2 refusal is checked again against the cluster as
+    those jobs leave it if they succeed; if it passes there, the refusal becomes the first
+    warning (:func:`~rke2_manager.guardrails.deferred_warning`). Whatever still refuses there
+    raises at once, as do G4 and bad node references. Raises GuardrailViolation, NotFound,
+    DomainError.
+    """
+    try:
+        if isinstance(request, RemoveRequest):
+            return request.check_cluster(cluster)[1]
+        return request.check(snapshot(cluster), probe, policy)
+    except GuardrailViolation as refusal:
+        if not ahead or refusal.guardrail not in ("G1", "G2"):
+            raise
+        if isinstance(request, InstallRequest):
+            raise  # no initial master: no job ahead can make one
+        return _check_after_jobs_ahead(cluster, request, refusal, ahead, policy)
+
+
+def _check_after_jobs_ahead(
+    cluster: Cluster,
+    request: AddRequest | RemoveRequest,
+    refusal: GuardrailViolation,
+    ahead: Sequence[PendingJob],
+    policy: ProbePolicy,
+) -> list[str]:
+    """Queue time: ``refusal`` holds now; check the cluster the jobs ahead leave behind."""
+    now = snapshot(cluster)
+    after = project(now, ahead)
+    if isinstance(request, AddRequest):
+        check_identity(now, request.nodes)
+        warnings = check_bootstrap(after.view, None, policy)
+        watched = [m.hostname for m in (now.initial_master,) if m is not None]
+    else:
+        names = {n.hostname for n in request.resolve(cluster)}
+        removing = [v for v in after.view.nodes if v.hostname in names]
+        if len(removing) != len(names):
+            raise refusal  # a job ahead removes one of them first
+        plan = check_master_removal(after.view, removing, request.confirm_master_removal)
+        warnings = plan.warnings
+        watched = [s.hostname for s in (*now.servers, *after.view.servers)]
+    note = deferred_warning(refusal, after, watched)
+    if note is None:
+        raise refusal
+    return [note, *warnings]
+
+
+def pending_jobs(session: Session, cluster: Cluster) -> list[PendingJob]:
+    """The jobs that run before a job queued now, in the order they run: the lock holder first,
+    then every queued job (G3 agents jobs right after their servers job, as ids are in order).
+    """
+    jobs = session.scalars(
+        select(Job).where(
+            Job.cluster_id == cluster.id, Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING])
+        )
+    ).all()
+    ordered = sorted(jobs, key=lambda j: (j.id != cluster.current_job_id, j.id))
+    return [_pending(job, job.id == cluster.current_job_id) for job in ordered]
+
+
+def _pending(job: Job, started: bool) -> PendingJob:
+    nodes = tuple(NewNode(t["hostname"], t.get("ip", ""), t.get("role", "")) for t in job.targets)
+    if job.operation == Operation.INSTALL:
+        return PendingJob(job.id, "install")
+    if job.operation in (Operation.SCALE_ADD_MASTERS, Operation.SCALE_ADD_WORKERS):
+        return PendingJob(job.id, "add", nodes, started)
+    if job.operation in (Operation.SCALE_REMOVE_MASTERS, Operation.SCALE_REMOVE_WORKERS):
+        return PendingJob(job.id, "remove", nodes, started)
+    return PendingJob(job.id, "other")
 
 
 def request_of(job: Job) -> OpRequest:

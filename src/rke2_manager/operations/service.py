@@ -3,6 +3,10 @@
 Each ``start_*`` function runs inside one write transaction that holds the cluster row: the busy
 check comes first (409, or with ``on_busy="queue"`` a queued job), then the guardrails (400),
 then the job rows and the lock are written together. Nothing commits here; the caller does.
+
+A queued job passes the guardrails twice: now, where a G1 or G2 refusal resting on nodes that
+the running job or a job queued ahead changes becomes a warning (SPEC §4.3), and in full when
+it starts (``dispatch.begin``), where every refusal ends it ``failed`` with the exact message.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from rke2_manager.operations.requests import (
     OpRequest,
     RemoveRequest,
     check_request,
+    pending_jobs,
 )
 from rke2_manager.validation import NodeIn, NodeRef
 
@@ -77,11 +82,13 @@ def _start(
     busy = cluster.operation_status != LockStatus.IDLE
     if busy and on_busy == "reject":
         ensure_idle(cluster)
+    # Queued: a G1/G2 refusal the jobs ahead may lift becomes a warning (checked again at start).
+    ahead = pending_jobs(session, cluster) if busy else []
     warnings: list[str] = []
     for request in requests:
         warnings += [
             w
-            for w in check_request(cluster, request, probe, settings.probe_policy)
+            for w in check_request(cluster, request, probe, settings.probe_policy, ahead)
             if w not in warnings
         ]
     jobs: list[Job] = []
