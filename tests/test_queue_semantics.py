@@ -342,6 +342,8 @@ def test_add_m3_then_remove_m2(
         assert (first["status"], second["status"]) == ("succeeded", "succeeded")
         assert second["started_at"] >= first["finished_at"]
         assert nodes(db, cid) == {"m1": ("ACTIVE", None), "m3": ("ACTIVE", None)}
+        # re-checked at start: its warnings are not repeated
+        assert second["warnings"] == [g2_note(adding), EVEN_2]
     else:
         assert (first["status"], second["status"]) == ("failed", "failed")
         assert second["reason"] == QUORUM

@@ -62,7 +62,8 @@ def begin(session: Session, cluster: Cluster, job: Job) -> None:
     request = request_of(job)
     # The supervisor probe is not repeated here: a worker must not wait on the network while it
     # holds the cluster row. G1's status rule still applies.
-    job.warnings = [*job.warnings, *check_request(cluster, request, None, "off")]
+    at_start = check_request(cluster, request, None, "off")
+    job.warnings = [*job.warnings, *(w for w in at_start if w not in job.warnings)]
     request.apply(session, cluster, job)
 
 
