@@ -2,7 +2,8 @@
 
 Every database write made for a job first checks that the job still holds the cluster lock with
 its fencing token (:class:`Fence`); a job that lost its lock writes nothing more and stops its
-run. The lock is released (or handed to the G3 successor) in ``finally``, whatever happened.
+run. Whatever happened, ``finally`` settles the job (:mod:`rke2_manager.settle`): its nodes, its
+G3 successor, the cluster's stage, and the lock passed on.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from typing import Any
 
 from sqlalchemy import select
 
-from rke2_manager.cluster_lock import release_cluster_lock
 from rke2_manager.context import AppContext
 from rke2_manager.errors import LockLost
 from rke2_manager.execution.ansible_service import HostSpec, RunSpec, run_playbook, runs_dir
@@ -27,12 +27,11 @@ from rke2_manager.models import (
     Node,
     NodeStatus,
     Operation,
-    utcnow,
 )
 from rke2_manager.netpolicy import AddressNotAllowed
-from rke2_manager.nodestatus import Progress, on_host, settle_nodes
-from rke2_manager.operations.dispatch import pass_on
+from rke2_manager.nodestatus import Progress, on_host
 from rke2_manager.paths import PathNotAllowed, check_artifact_dir
+from rke2_manager.settle import NOT_RECORDED, settle
 
 log = logging.getLogger(__name__)
 
@@ -135,33 +134,18 @@ def prepare(ctx: AppContext, fence: Fence) -> tuple[RunSpec, Progress]:
 def finish(
     ctx: AppContext, claim: Claim, progress: Progress | None, status: JobStatus, reason: str | None
 ) -> None:
-    """Record the job's end and pass the lock on: to its G3 successor, or the next queued job.
+    """Record the job's end (:func:`~rke2_manager.settle.settle`) with what the run learned.
 
     One transaction; raises LockLost (writing nothing) if the job no longer holds the lock.
     """
     with Fence(ctx, claim).session() as session:
         job = session.get(Job, claim.job_id)
-        assert job is not None
-        job.status, job.reason, job.finished_at = status, reason, utcnow()
-        if progress is not None:
-            settle_nodes(session, claim, progress, status == JobStatus.SUCCEEDED)
         cluster = session.get(Cluster, claim.cluster_id)
-        assert cluster is not None
+        assert job is not None and cluster is not None
         if progress is not None and progress.kubeconfig:
             # stored as RKE2 wrote it; the API points it at the current address when read
             cluster.kubeconfig_enc = ctx.box.encrypt(progress.kubeconfig)
-        if job.operation == Operation.INSTALL:
-            cluster.stage = (
-                ClusterStage.READY if status == JobStatus.SUCCEEDED else ClusterStage.FAILED
-            )
-        pass_on(
-            session,
-            ctx.settings,
-            claim.cluster_id,
-            job,
-            claim.token,
-            succeeded=status == JobStatus.SUCCEEDED,
-        )
+        settle(session, ctx.settings, job, status, reason, progress)
 
 
 def _outcome_reason(status: str, rc: int | None, progress: Progress, timeout: int) -> str:
@@ -226,8 +210,15 @@ def _finish_safely(
     reason: str | None,
     logw: LogWriter,
 ) -> None:
+    """Record the job's end; if that fails, still settle it (job, G3 successor, nodes, stage,
+    lock) without what the run learned, so nothing is left queued, running or mid-change."""
     try:
         logw.flush()
+    except LockLost:
+        return
+    except Exception:
+        log.exception("job %s: could not store its last output lines", claim.job_id)
+    try:
         finish(ctx, claim, progress, status, reason)
         if progress is not None:
             JOBS_FINISHED.labels(progress.operation.value, status.value).inc()
@@ -235,14 +226,22 @@ def _finish_safely(
     except LockLost:
         return
     except Exception:
-        log.exception("job %s: could not record its end; releasing the lock only", claim.job_id)
-    try:
-        with ctx.db.transaction() as session:
-            if not release_cluster_lock(session, claim.cluster_id, claim.job_id, claim.token):
-                return
-            job = session.get(Job, claim.job_id)
-            if job is not None and not JobStatus(job.status).is_final:
-                job.status, job.finished_at = JobStatus.FAILED, utcnow()
-                job.reason = f"{reason}; the job's end could not be fully recorded"
-    except Exception:
-        log.exception("job %s: could not release its lock; its lease will expire", claim.job_id)
+        log.exception(
+            "job %s: could not record its end; settling it without its results", claim.job_id
+        )
+    ended = f"{reason or 'the run succeeded'}; {NOT_RECORDED}"
+    # the second try only releases the lock: handing it on is what may have failed
+    for pass_lock in (True, False):
+        try:
+            with Fence(ctx, claim).session() as session:
+                job = session.get(Job, claim.job_id)
+                assert job is not None
+                settle(session, ctx.settings, job, JobStatus.FAILED, ended, pass_lock=pass_lock)
+            return
+        except LockLost:
+            return
+        except Exception:
+            log.exception("job %s: could not settle (pass_lock=%s)", claim.job_id, pass_lock)
+    log.error(
+        "job %s: left to the lease reaper, which settles it when its lease ends", claim.job_id
+    )

@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from rke2_manager.execution.events import HostEvent
-from rke2_manager.fencing import Claim, Fence
+from rke2_manager.fencing import Fence
 from rke2_manager.models import Node, NodeStatus, Operation, utcnow
 
 
@@ -82,11 +82,13 @@ def pin_host_keys(session: Session, cluster_id: int, learned: dict[str, str]) ->
     return pinned
 
 
-def settle_nodes(session: Session, claim: Claim, progress: Progress, succeeded: bool) -> None:
+def settle_nodes(
+    session: Session, cluster_id: int, job_id: int, progress: Progress, succeeded: bool
+) -> None:
     """Give every target its final status once the run has ended; pin learned host keys."""
-    pin_host_keys(session, claim.cluster_id, progress.host_keys)
+    pin_host_keys(session, cluster_id, progress.host_keys)
     removes = progress.operation.removes
-    for node in _nodes(session, claim.cluster_id, set(progress.before)):
+    for node in _nodes(session, cluster_id, set(progress.before)):
         name = node.hostname
         if name in progress.failed:
             continue
@@ -98,7 +100,7 @@ def settle_nodes(session: Session, claim: Claim, progress: Progress, succeeded: 
         elif name in progress.touched:
             verb = "removal" if removes else "install"
             node.status = NodeStatus.FAILED
-            node.status_reason = f"{verb} did not complete: job {claim.job_id} failed"
+            node.status_reason = f"{verb} did not complete: job {job_id} failed"
         else:
             node.status = progress.before[name]
-            node.status_reason = f"not attempted: job {claim.job_id} failed"
+            node.status_reason = f"not attempted: job {job_id} failed"

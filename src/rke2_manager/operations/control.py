@@ -1,5 +1,6 @@
-"""Ending jobs from outside their worker: cancel, force-unlock, lease expiry, start-up recovery,
-and the sweep that starts queued jobs of idle clusters. Services flush; callers commit.
+"""Ending jobs from outside their worker: cancel, force-unlock, lease expiry, start-up recovery
+(each through :func:`rke2_manager.settle.settle`), and the sweep that starts queued jobs of idle
+clusters. Services flush; callers commit.
 """
 
 from __future__ import annotations
@@ -15,12 +16,8 @@ from rke2_manager.cluster_lock import lock_cluster_row
 from rke2_manager.config import Settings
 from rke2_manager.errors import Conflict, NotFound
 from rke2_manager.models import Cluster, Job, JobStatus, LockStatus, utcnow
-from rke2_manager.operations.dispatch import (
-    cancel_successors,
-    end_running_job,
-    queued_jobs,
-    start_next,
-)
+from rke2_manager.operations.dispatch import cancel_successors, queued_jobs, start_next
+from rke2_manager.settle import settle
 
 LEASE_EXPIRED = "lock lease expired: worker lost"
 
@@ -40,7 +37,7 @@ def cancel_job(session: Session, settings: Settings, job_id: int, actor: str) ->
         job.status, job.reason, job.finished_at = JobStatus.CANCELED, reason, utcnow()
         cancel_successors(session, job)
     else:
-        end_running_job(session, settings, job, JobStatus.CANCELED, reason)
+        settle(session, settings, job, JobStatus.CANCELED, reason)
     audit.record(session, actor, "job.cancel", job.cluster_id, job.id)
     return job
 
@@ -65,9 +62,7 @@ def force_unlock(
         )
     job = session.get(Job, job_id)
     assert job is not None
-    end_running_job(
-        session, settings, job, JobStatus.CANCELED, f"force-unlocked by {actor}: {reason}"
-    )
+    settle(session, settings, job, JobStatus.CANCELED, f"force-unlocked by {actor}: {reason}")
     audit.record(session, actor, "cluster.force_unlock", cluster_id, job_id, reason=reason)
     return job
 
@@ -107,7 +102,7 @@ def reap_expired(session: Session, settings: Settings) -> list[int]:
         job = session.get(Job, cluster.current_job_id) if cluster.current_job_id else None
         if job is None:
             continue
-        end_running_job(session, settings, job, JobStatus.FAILED, LEASE_EXPIRED)
+        settle(session, settings, job, JobStatus.FAILED, LEASE_EXPIRED)
         audit.record(session, "reaper", "job.lease_expired", cluster.id, job.id)
         reaped.append(job.id)
     return reaped
@@ -153,7 +148,7 @@ def recover_dead_workers(
         session.refresh(job)
         if job.status != JobStatus.RUNNING:
             continue
-        end_running_job(
+        settle(
             session,
             settings,
             job,

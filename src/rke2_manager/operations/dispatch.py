@@ -1,9 +1,10 @@
-"""Who holds the lock next: G3 hand-over, the per-cluster FIFO queue, and ending jobs from outside.
+"""Who holds the lock next: G3 hand-over and the per-cluster FIFO queue.
 
-Everything here runs inside a write transaction that already holds the cluster row (the ending
-job's fenced transaction, or a request's / the reaper's). A job about to start is checked
-against the guardrails again, because the cluster may have changed since it was queued; a job
-that no longer passes ends ``failed`` with the guardrail's message and the next one is tried.
+Everything here runs inside a write transaction that already holds the cluster row: the one of
+:func:`rke2_manager.settle.settle` as a job ends, a request's, or the queue sweep's. A job about
+to start is checked against the guardrails again, because the cluster may have changed since it
+was queued; a job that no longer passes ends ``failed`` with the guardrail's message and the
+next one is tried.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from rke2_manager.cluster_lock import (
 )
 from rke2_manager.config import Settings
 from rke2_manager.errors import DomainError
-from rke2_manager.models import Cluster, Job, JobStatus, Node, NodeStatus, utcnow
+from rke2_manager.models import Cluster, Job, JobStatus, utcnow
 from rke2_manager.operations.requests import check_request, request_of
 
 
@@ -111,27 +112,3 @@ def pass_on(
         cancel_successors(session, job)
     release_cluster_lock(session, cluster_id, job.id, token)
     return start_next(session, settings, lock_cluster_row(session, cluster_id))
-
-
-def end_running_job(
-    session: Session, settings: Settings, job: Job, status: JobStatus, reason: str
-) -> Job | None:
-    """End a job that holds its cluster's lock without its worker (cancel, force-unlock, lease
-    expiry): its nodes that were mid-change become FAILED (their state is unknown), and the lock
-    passes on. The worker, if alive, sees it lost the lock and stops its run.
-    """
-    token = job.fencing_token
-    _end(job, status, reason)
-    names = [t["hostname"] for t in job.targets]
-    for node in session.scalars(
-        select(Node).where(
-            Node.cluster_id == job.cluster_id,
-            Node.hostname.in_(names),
-            Node.status.in_([NodeStatus.INSTALLING, NodeStatus.REMOVING]),
-        )
-    ):
-        node.status = NodeStatus.FAILED
-        node.status_reason = f"state unknown: {reason}"
-    if token is None:
-        return None
-    return pass_on(session, settings, job.cluster_id, job, token, succeeded=False)

@@ -1,0 +1,152 @@
+"""SPEC §11 "no stuck state": whatever path ends a running job, nothing is left behind.
+
+No job stays ``queued`` or ``running`` (a G3 agents job included), no lock is held by an ended
+job, no node stays ``INSTALLING``/``REMOVING`` without a reason, and an install that did not
+succeed leaves the cluster's stage ``failed``, never ``installing``.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from rke2_manager.config import Settings
+from rke2_manager.db import Database
+from rke2_manager.execution.ansible_service import RunOutcome
+from rke2_manager.models import Cluster, ClusterStage, Job, Node, NodeStatus, utcnow
+from rke2_manager.operations.control import LEASE_EXPIRED, reap_expired, recover_dead_workers
+from tests.factories import lock_cluster, make_cluster
+from tests.test_worker import lock_state, nodes, real_cluster, wait_job
+
+
+def job_statuses(db: Database, cluster_id: int) -> dict[int, tuple[str, str | None]]:
+    with db.read_session() as s:
+        rows = s.scalars(select(Job).where(Job.cluster_id == cluster_id)).all()
+        return {j.id: (j.status, j.reason) for j in rows}
+
+
+def stage(db: Database, cluster_id: int) -> str:
+    with db.read_session() as s:
+        cluster = s.get(Cluster, cluster_id)
+        assert cluster is not None
+        return cluster.stage
+
+
+def test_g3_agents_job_is_canceled_when_the_servers_job_cannot_record_its_end(
+    worker_client: TestClient, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken_finish(*_: Any, **__: Any) -> None:
+        raise RuntimeError("database hiccup")
+
+    def silent_run(*_: Any, **__: Any) -> RunOutcome:
+        return RunOutcome(status="successful", rc=0)  # no host events: m2 stays INSTALLING
+
+    monkeypatch.setattr("rke2_manager.jobrun.finish", broken_finish)
+    monkeypatch.setattr("rke2_manager.jobrun.run_playbook", silent_run)
+    cid = real_cluster(db, worker_client, [("m1", "127.0.10.1", "server", "ACTIVE")])
+    r = worker_client.post(
+        f"/api/clusters/{cid}/scale/add",
+        json={
+            "nodes": [
+                {"hostname": "m2", "ip": "127.0.10.3", "role": "server"},
+                {"hostname": "w2", "ip": "127.0.10.4", "role": "agent"},
+            ]
+        },
+    )
+    assert r.status_code == 202, r.text
+    servers = wait_job(worker_client, r.json()["job_id"])
+    agents = wait_job(worker_client, r.json()["workers_job_id"], timeout=15)
+    assert servers["status"] == "failed"
+    assert servers["reason"] == "the run succeeded; the job's end could not be fully recorded"
+    assert (agents["status"], agents["reason"]) == (
+        "canceled",
+        f"servers job {servers['id']} failed",
+    )
+    assert all(s in ("succeeded", "failed", "canceled") for s, _ in job_statuses(db, cid).values())
+    assert lock_state(db, cid) == ("idle", None, None)
+    state = nodes(db, cid)
+    assert state["m2"] == ("FAILED", f"state unknown: {servers['reason']}")
+    assert "w2" not in state  # the agent was never created, so nothing to forget
+    assert not [n for n, (s, _) in state.items() if s in ("INSTALLING", "REMOVING")]
+
+
+def _running_install(db: Database) -> tuple[int, int]:
+    """A cluster whose install (by an absent worker) is under way: m1 mid-change."""
+    cid = make_cluster(db, nodes=[("m1", "127.0.70.1", "server", "INSTALLING")])
+    job_id = lock_cluster(db, cid, "install")
+    with db.transaction() as s:
+        cluster = s.get(Cluster, cid)
+        job = s.get(Job, job_id)
+        assert cluster is not None and job is not None
+        cluster.stage = ClusterStage.INSTALLING
+        m1 = s.scalars(select(Node).where(Node.cluster_id == cid)).one()
+        job.targets = [{"id": m1.id, "hostname": "m1", "ip": m1.ip, "role": "server"}]
+        job.worker_id = "host:machine:boot:999999999:abcdef"
+    return cid, job_id
+
+
+def _end(way: str, client: TestClient, db: Database, settings: Settings, cid: int, job: int) -> str:
+    """End the running install ``job`` the ``way`` given; return the reason it gets."""
+    if way == "cancel":
+        r = client.post(f"/api/jobs/{job}/cancel")
+        assert r.status_code == 200, r.text
+        return "canceled by local"
+    if way == "force-unlock":
+        r = client.post(
+            f"/api/admin/clusters/{cid}/force-unlock", json={"job_id": job, "reason": "stuck"}
+        )
+        assert r.status_code == 200, r.text
+        return "force-unlocked by local: stuck"
+    if way == "reaper":
+        with db.transaction() as s:
+            cluster = s.get(Cluster, cid)
+            assert cluster is not None
+            cluster.lock_expires_at = utcnow() - timedelta(seconds=1)
+        with db.transaction() as s:
+            assert reap_expired(s, settings) == [job]
+        return LEASE_EXPIRED
+    with db.transaction() as s:
+        assert recover_dead_workers(s, settings, "host:machine:", lambda _: False) == [job]
+    return "worker host:machine:boot:999999999:abcdef stopped while the job ran (found at start-up)"
+
+
+@pytest.mark.parametrize("way", ["cancel", "force-unlock", "reaper", "recovery"])
+def test_an_install_ended_from_outside_leaves_the_stage_failed(
+    client: TestClient, db: Database, settings: Settings, way: str
+) -> None:
+    cid, job = _running_install(db)
+    reason = _end(way, client, db, settings, cid, job)
+    assert job_statuses(db, cid)[job] == (
+        "canceled" if way in ("cancel", "force-unlock") else "failed",
+        reason,
+    )
+    assert lock_state(db, cid) == ("idle", None, None)
+    assert stage(db, cid) == "failed"
+    assert client.get(f"/api/clusters/{cid}").json()["stage"] == "failed"
+    assert nodes(db, cid) == {"m1": ("FAILED", f"state unknown: {reason}")}
+
+
+def test_the_fallback_leaves_an_install_failed_and_its_nodes_explained(
+    worker_client: TestClient, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken_finish(*_: Any, **__: Any) -> None:
+        raise RuntimeError("database hiccup")
+
+    monkeypatch.setattr("rke2_manager.jobrun.finish", broken_finish)
+    monkeypatch.setattr(
+        "rke2_manager.jobrun.run_playbook", lambda *_, **__: (_ for _ in ()).throw(OSError("x"))
+    )
+    cid = real_cluster(db, worker_client, [("m1", "127.0.10.1", "server", "PENDING")])
+    job = wait_job(worker_client, worker_client.post(f"/api/jobs/install/{cid}").json()["job_id"])
+    assert job["status"] == "failed"
+    reason = "internal error: OSError: x; the job's end could not be fully recorded"
+    assert job["reason"] == reason
+    assert lock_state(db, cid) == ("idle", None, None)
+    assert stage(db, cid) == "failed"
+    with db.read_session() as s:
+        m1 = s.scalars(select(Node).where(Node.cluster_id == cid)).one()
+        assert (m1.status, m1.status_reason) == (NodeStatus.FAILED, f"state unknown: {reason}")
