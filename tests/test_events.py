@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 
+import ansible_runner
+import pytest
+from fastapi.testclient import TestClient
+
+from rke2_manager.db import Database
 from rke2_manager.execution.ansible_service import RUN_DIR_PREFIX, sweep_stale_run_dirs
 from rke2_manager.execution.events import HostEvent, interpret, redact
+from tests.factories import PLAY_HEADER
+from tests.test_worker import nodes, real_cluster, wait_job
 
 
 def event(
@@ -80,3 +88,170 @@ def test_changed_host_key_names_the_node_and_the_offered_fingerprint() -> None:
     # any other SSH failure stays "unreachable"
     fact = interpret(event("runner_on_unreachable", "x", {"msg": "Permission denied (publickey)."}))
     assert fact is not None and fact.kind == "unreachable"
+
+
+# Real ansible-runner 2.4 / ansible-core 2.19 events of a task delegated to m1 (trimmed): the
+# result keeps only the delegate's address; the unreachable one has no delegation data at all;
+# the display line in ``stdout`` names the delegate in both.
+DELEGATED_FAILED = {
+    "event": "runner_on_failed",
+    "stdout": "\x1b[0;31mfatal: [w1 -> m1(127.0.1.10)]: FAILED! => "
+    '{"changed": true, "cmd": ["false"], "msg": "non-zero return code", "rc": 1}\x1b[0m',
+    "event_data": {
+        "task": "drain",
+        "host": "w1",
+        "remote_addr": "w1",
+        "res": {
+            "changed": True,
+            "stdout": "",
+            "stderr": "node w1 has pods that cannot be evicted",
+            "rc": 1,
+            "msg": "non-zero return code",
+            "_ansible_no_log": False,
+            "_ansible_delegated_vars": {
+                "ansible_host": "127.0.1.10",
+                "ansible_port": None,
+                "ansible_user": None,
+                "ansible_connection": "ssh",
+            },
+        },
+        "ignore_errors": None,
+    },
+}
+DELEGATED_UNREACHABLE = {
+    "event": "runner_on_unreachable",
+    "stdout": '\x1b[1;31mfatal: [m2 -> m1]: UNREACHABLE! => {"changed": false, "msg": '
+    '"Task failed: Failed to connect to the host via ssh: ssh: connect to host 127.0.1.10 '
+    'port 22: Connection refused", "unreachable": true}\x1b[0m',
+    "event_data": {
+        "task": "drain",
+        "host": "m2",
+        "remote_addr": "m2",
+        "res": {
+            "unreachable": True,
+            "msg": "Task failed: Failed to connect to the host via ssh: ssh: connect to host "
+            "127.0.1.10 port 22: Connection refused",
+            "changed": False,
+        },
+    },
+}
+
+
+def test_a_delegated_failure_names_the_target_and_the_delegate() -> None:
+    assert interpret(DELEGATED_FAILED) == HostEvent(
+        "w1", "failed", "drain via m1 failed: node w1 has pods that cannot be evicted"
+    )
+    assert interpret(DELEGATED_UNREACHABLE) == HostEvent(
+        "m2",
+        "unreachable",
+        "unreachable via m1: Task failed: Failed to connect to the host via ssh: ssh: connect "
+        "to host 127.0.1.10 port 22: Connection refused",
+    )
+
+
+def test_the_delegate_is_read_from_the_data_when_there_is_no_display_line() -> None:
+    older = event(
+        "runner_on_failed",
+        "drain",
+        {"msg": "boom", "_ansible_delegated_vars": {"ansible_delegated_host": "m1"}},
+    )
+    assert interpret(older) == HostEvent("w1", "failed", "drain via m1 failed: boom")
+    data_only = event("runner_on_unreachable", "drain", {"msg": "timed out"}, delegated_host="m3")
+    assert interpret(data_only) == HostEvent("w1", "unreachable", "unreachable via m3: timed out")
+    # only the address is known: it is named rather than nothing
+    address_only = event(
+        "runner_on_failed", "drain", {"msg": "x", "_ansible_delegated_vars": {"ansible_host": "h"}}
+    )
+    assert interpret(address_only) == HostEvent("w1", "failed", "drain via h failed: x")
+    # delegated to itself is no delegation
+    itself = event("runner_on_failed", "t", {"msg": "x"}, delegated_host="w1")
+    assert interpret(itself) == HostEvent("w1", "failed", "task 't' failed: x")
+
+
+def test_a_delegates_changed_host_key_is_not_offered_to_the_target() -> None:
+    fp = "SHA256:" + "A1b2" * 10 + "xyz"
+    fact = interpret(
+        {
+            "event": "runner_on_unreachable",
+            "stdout": "fatal: [w1 -> m1]: UNREACHABLE! => {}",
+            "event_data": {
+                "host": "w1",
+                "task": "drain",
+                "res": {"msg": f"{fp}.\nHost key verification failed.", "unreachable": True},
+            },
+        }
+    )
+    assert fact == HostEvent(
+        "w1", "unreachable", f"unreachable via m1: host key of node m1 changed (it offered {fp})"
+    )
+
+
+DELEGATING_PLAY = """\
+- hosts: all
+  gather_facts: false
+  tasks:
+    - name: drain
+      ansible.builtin.command: "sh -c 'echo cannot evict >&2; exit 1'"
+      delegate_to: m1
+      when: inventory_hostname == 'w1'
+    - name: cordon
+      ansible.builtin.command: "true"
+      delegate_to: m9
+      when: inventory_hostname == 'w2'
+"""
+
+
+def test_real_delegated_events_blame_the_target_and_name_the_delegate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    (tmp_path / "project").mkdir()
+    (tmp_path / "project" / "play.yml").write_text(DELEGATING_PLAY)
+    (tmp_path / "inventory").mkdir()
+    (tmp_path / "inventory" / "hosts").write_text(
+        f"[all:vars]\nansible_python_interpreter={sys.executable}\n[all]\n"
+        "w1 ansible_connection=local\nw2 ansible_connection=local\n"
+        "m1 ansible_host=127.0.1.10 ansible_connection=local\n"
+        # nothing listens on port 1: the delegate is unreachable
+        "m9 ansible_host=127.0.0.1 ansible_port=1 ansible_user=nobody ansible_connection=ssh "
+        "ansible_ssh_common_args='-o BatchMode=yes -o StrictHostKeyChecking=no'\n"
+    )
+    run = ansible_runner.run(
+        private_data_dir=str(tmp_path), playbook="play.yml", quiet=True, limit="w1,w2"
+    )
+    facts = [f for f in map(interpret, run.events) if f and f.kind in ("failed", "unreachable")]
+    assert len(facts) == 2, facts
+    failed, unreachable = sorted(facts, key=lambda f: f.host)
+    assert failed == HostEvent("w1", "failed", "drain via m1 failed: cannot evict")
+    assert unreachable.host == "w2" and unreachable.kind == "unreachable"
+    assert unreachable.reason is not None
+    assert unreachable.reason.startswith("unreachable via m9: ")
+    assert "127.0.0.1 port 1" in unreachable.reason
+
+
+def test_a_job_failing_in_a_delegated_step_blames_the_target_not_the_delegate(
+    worker_client: TestClient, db: Database, playbook_dir: Path
+) -> None:
+    (playbook_dir / "scale_remove_workers.yml").write_text(
+        PLAY_HEADER
+        + """
+    - name: drain
+      ansible.builtin.command: "sh -c 'echo cannot evict >&2; exit 1'"
+      delegate_to: "{{ groups['rke2_servers'][0] }}"
+"""
+    )
+    cid = real_cluster(
+        db,
+        worker_client,
+        [("m1", "127.0.10.1", "server", "ACTIVE"), ("w1", "127.0.10.2", "agent", "ACTIVE")],
+    )
+    r = worker_client.post(
+        f"/api/clusters/{cid}/scale/remove", json={"nodes": [{"hostname": "w1"}]}
+    )
+    assert r.status_code == 202, r.text
+    job = wait_job(worker_client, r.json()["job_id"])
+    assert (job["status"], job["reason"]) == ("failed", "w1: drain via m1 failed: cannot evict")
+    assert nodes(db, cid) == {
+        "m1": ("ACTIVE", None),
+        "w1": ("FAILED", "drain via m1 failed: cannot evict"),
+    }

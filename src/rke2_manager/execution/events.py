@@ -21,6 +21,7 @@ _HOST_KEY_FAILURE = re.compile(
     r"REMOTE HOST IDENTIFICATION HAS CHANGED|Host key verification failed"
 )
 _FINGERPRINT = re.compile(r"\b(SHA256:[A-Za-z0-9+/]{43}|MD5(?::[0-9a-f]{2}){16})")
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 @dataclass(frozen=True)
@@ -58,8 +59,36 @@ def _message(result: dict[str, Any]) -> str:
     return "failed"
 
 
+def delegate_of(event: dict[str, Any]) -> str | None:
+    """The host a task was delegated to (``delegate_to``), when it is not the event's own host.
+
+    ansible-core 2.19 strips the delegate's inventory name from the result
+    (``_ansible_delegated_vars`` keeps only its address) and a delegate that cannot be reached
+    leaves no trace in the result at all; the display line ansible-runner stores with the event
+    always names it (``fatal: [w1 -> m1(127.0.1.10)]: FAILED!``). Older versions and other
+    callbacks carry the name in the data, so that is read first.
+    """
+    data = event.get("event_data") or {}
+    host = str(data.get("host") or "")
+    result = data.get("res")
+    delegated = result.get("_ansible_delegated_vars") if isinstance(result, dict) else None
+    delegated = delegated if isinstance(delegated, dict) else {}
+    name = data.get("delegated_host") or delegated.get("ansible_delegated_host")
+    if not name:
+        label = re.search(
+            rf"\[{re.escape(host)} -> ([^\]\s(]+)", _ANSI.sub("", str(event.get("stdout") or ""))
+        )
+        name = label.group(1) if label else delegated.get("ansible_host")
+    return str(name) if name and name != host else None
+
+
 def interpret(event: dict[str, Any]) -> HostEvent | None:
-    """The host fact carried by one ansible-runner event, or None."""
+    """The host fact carried by one ansible-runner event, or None.
+
+    A failure in a task delegated to another host is the target host's failure (its node is
+    the one that fails), and the reason names the delegate too: ``drain via m1 failed: …``,
+    ``unreachable via m1: …``.
+    """
     kind = event.get("event")
     data = event.get("event_data") or {}
     host = data.get("host")
@@ -76,12 +105,23 @@ def interpret(event: dict[str, Any]) -> HostEvent | None:
         return HostEvent(host, "touched")
     if kind == "runner_on_failed" and not data.get("ignore_errors"):
         result = data.get("res") or {}
+        via = delegate_of(event)
+        if via:
+            return HostEvent(host, "failed", f"{task} via {via} failed: {_message(result)}")
         return HostEvent(host, "failed", f"task '{task}' failed: {_message(result)}")
     if kind == "runner_on_unreachable":
         result = data.get("res") or {}
         text = " ".join(str(result.get(k) or "") for k in ("msg", "stderr"))
+        via = delegate_of(event)
+        if via and _HOST_KEY_FAILURE.search(text):
+            # the delegate's key changed: no fingerprint is offered for the target to accept
+            return HostEvent(
+                host, "unreachable", f"unreachable via {via}: {host_key_changed(via, text).reason}"
+            )
         if _HOST_KEY_FAILURE.search(text):
             return host_key_changed(host, text)
+        if via:
+            return HostEvent(host, "unreachable", f"unreachable via {via}: {_message(result)}")
         return HostEvent(host, "unreachable", f"unreachable: {_message(result)}")
     return None
 
