@@ -158,11 +158,15 @@ def test_the_delegate_is_read_from_the_data_when_there_is_no_display_line() -> N
     assert interpret(older) == HostEvent("w1", "failed", "drain via m1 failed: boom")
     data_only = event("runner_on_unreachable", "drain", {"msg": "timed out"}, delegated_host="m3")
     assert interpret(data_only) == HostEvent("w1", "unreachable", "unreachable via m3: timed out")
-    # only the address is known: it is named rather than nothing
-    address_only = event(
-        "runner_on_failed", "drain", {"msg": "x", "_ansible_delegated_vars": {"ansible_host": "h"}}
+    # ansible-core 2.19 delegating to the task's own host (``delegate_to: "{{ x |
+    # default(inventory_hostname) }}"``): its own address in the result, no arrow in the line
+    own = event(
+        "runner_on_failed",
+        "wait",
+        {"msg": "x", "_ansible_delegated_vars": {"ansible_host": "127.0.1.2"}},
     )
-    assert interpret(address_only) == HostEvent("w1", "failed", "drain via h failed: x")
+    own["stdout"] = 'fatal: [w1]: FAILED! => {"msg": "x"}'
+    assert interpret(own) == HostEvent("w1", "failed", "task 'wait' failed: x")
     # delegated to itself is no delegation
     itself = event("runner_on_failed", "t", {"msg": "x"}, delegated_host="w1")
     assert interpret(itself) == HostEvent("w1", "failed", "task 't' failed: x")
@@ -198,6 +202,10 @@ DELEGATING_PLAY = """\
       ansible.builtin.command: "true"
       delegate_to: m9
       when: inventory_hostname == 'w2'
+    - name: wait
+      ansible.builtin.command: "sh -c 'echo not yet >&2; exit 1'"
+      delegate_to: "{{ inventory_hostname }}"
+      when: inventory_hostname == 'w3'
 """
 
 
@@ -211,17 +219,19 @@ def test_real_delegated_events_blame_the_target_and_name_the_delegate(
     (tmp_path / "inventory" / "hosts").write_text(
         f"[all:vars]\nansible_python_interpreter={sys.executable}\n[all]\n"
         "w1 ansible_connection=local\nw2 ansible_connection=local\n"
+        "w3 ansible_host=127.0.1.3 ansible_connection=local\n"
         "m1 ansible_host=127.0.1.10 ansible_connection=local\n"
         # nothing listens on port 1: the delegate is unreachable
         "m9 ansible_host=127.0.0.1 ansible_port=1 ansible_user=nobody ansible_connection=ssh "
         "ansible_ssh_common_args='-o BatchMode=yes -o StrictHostKeyChecking=no'\n"
     )
     run = ansible_runner.run(
-        private_data_dir=str(tmp_path), playbook="play.yml", quiet=True, limit="w1,w2"
+        private_data_dir=str(tmp_path), playbook="play.yml", quiet=True, limit="w1,w2,w3"
     )
     facts = [f for f in map(interpret, run.events) if f and f.kind in ("failed", "unreachable")]
-    assert len(facts) == 2, facts
-    failed, unreachable = sorted(facts, key=lambda f: f.host)
+    assert len(facts) == 3, facts
+    failed, unreachable, own = sorted(facts, key=lambda f: f.host)
+    assert own == HostEvent("w3", "failed", "task 'wait' failed: not yet")
     assert failed == HostEvent("w1", "failed", "drain via m1 failed: cannot evict")
     assert unreachable.host == "w2" and unreachable.kind == "unreachable"
     assert unreachable.reason is not None

@@ -65,8 +65,8 @@ def delegate_of(event: dict[str, Any]) -> str | None:
     ansible-core 2.19 strips the delegate's inventory name from the result
     (``_ansible_delegated_vars`` keeps only its address) and a delegate that cannot be reached
     leaves no trace in the result at all; the display line ansible-runner stores with the event
-    always names it (``fatal: [w1 -> m1(127.0.1.10)]: FAILED!``). Older versions and other
-    callbacks carry the name in the data, so that is read first.
+    names it (``fatal: [w1 -> m1(127.0.1.10)]: FAILED!``) unless the task delegated to its own
+    host. Older versions and other callbacks carry the name in the data, so that is read first.
     """
     data = event.get("event_data") or {}
     host = str(data.get("host") or "")
@@ -78,7 +78,8 @@ def delegate_of(event: dict[str, Any]) -> str | None:
         label = re.search(
             rf"\[{re.escape(host)} -> ([^\]\s(]+)", _ANSI.sub("", str(event.get("stdout") or ""))
         )
-        name = label.group(1) if label else delegated.get("ansible_host")
+        # not the address in the result: it is there too when a task delegates to its own host
+        name = label.group(1) if label else None
     return str(name) if name and name != host else None
 
 
