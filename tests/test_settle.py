@@ -150,3 +150,39 @@ def test_the_fallback_leaves_an_install_failed_and_its_nodes_explained(
     with db.read_session() as s:
         m1 = s.scalars(select(Node).where(Node.cluster_id == cid)).one()
         assert (m1.status, m1.status_reason) == (NodeStatus.FAILED, f"state unknown: {reason}")
+
+
+def test_when_passing_the_lock_on_fails_too_the_lock_is_still_released_and_the_queue_runs(
+    worker_client: TestClient, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*_: Any, **__: Any) -> None:
+        raise RuntimeError("database hiccup")
+
+    def silent_run(*_: Any, **__: Any) -> RunOutcome:
+        return RunOutcome(status="successful", rc=0)
+
+    monkeypatch.setattr("rke2_manager.jobrun.finish", broken)
+    monkeypatch.setattr("rke2_manager.settle.pass_on", broken)
+    monkeypatch.setattr("rke2_manager.jobrun.run_playbook", silent_run)
+    cid = real_cluster(db, worker_client, [("m1", "127.0.10.1", "server", "ACTIVE")])
+    r = worker_client.post(
+        f"/api/clusters/{cid}/scale/add",
+        json={
+            "nodes": [
+                {"hostname": "m2", "ip": "127.0.10.3", "role": "server"},
+                {"hostname": "w2", "ip": "127.0.10.4", "role": "agent"},
+            ]
+        },
+    ).json()
+    queued = worker_client.post(f"/api/jobs/install/{cid}?on_busy=queue").json()
+    assert queued["status"] == "queued"
+    servers = wait_job(worker_client, r["job_id"])
+    agents = wait_job(worker_client, r["workers_job_id"], timeout=15)
+    assert servers["status"] == "failed"
+    assert (agents["status"], agents["reason"]) == ("canceled", f"servers job {r['job_id']} failed")
+    assert nodes(db, cid)["m2"] == ("FAILED", f"state unknown: {servers['reason']}")
+    # the queue sweep starts the next job (its own end fails the same way, and is settled too)
+    later = wait_job(worker_client, queued["job_id"], timeout=30)
+    assert later["status"] == "failed"
+    assert lock_state(db, cid) == ("idle", None, None)
+    assert stage(db, cid) == "failed"
