@@ -225,7 +225,11 @@ def test_rows_are_stored_redacted(db: Database, redacting_db: Database) -> None:
             s.flush()
             s.add(JobLogLine(job_id=job.id, seq=1, text=message))
             s.add(AuditEntry(actor="t", action="x", job_id=job.id, detail={"why": [message]}))
-            s.add(AuditEntry(actor="t", action="y", cluster_id=cid, detail={message: "k"}))
+            s.add(
+                AuditEntry(
+                    actor="t", action="y", cluster_id=cid, detail={message: "k"}, result=message
+                )
+            )
             node = s.get(Node, node_id)
             assert node is not None
             node.status_reason = message  # an existing row changed (dirty), not only new rows
@@ -239,7 +243,7 @@ def test_rows_are_stored_redacted(db: Database, redacting_db: Database) -> None:
                 s.scalars(select(JobLogLine.text).where(JobLogLine.job_id == job_id)).one(),
                 s.scalars(select(Node.status_reason)).one() or "",
                 *(
-                    json.dumps(a.detail)
+                    json.dumps([a.detail, a.result])
                     for a in s.scalars(select(AuditEntry).order_by(AuditEntry.id.desc())).all()[:2]
                 ),
             ]

@@ -1,7 +1,7 @@
 """The storage border: a ``before_flush`` hook that masks secrets in the rows a session writes.
 
 Every new or changed Job (``reason``, ``warnings``), Node (``status_reason``), JobLogLine
-(``text``) and AuditEntry (``detail``, recursively) has the secrets of its cluster
+(``text``) and AuditEntry (``detail``, recursively, and ``result``) has the secrets of its cluster
 (:func:`~rke2_manager.redaction.core.cluster_secrets`, which include the service's key
 material) replaced by ``********`` before it reaches the database. The cluster's secret columns
 are read without autoflush and the Redactors cached per session, keyed by those columns.
@@ -115,6 +115,7 @@ def _redact_row(session: Session, box: SecretBox, row: Any) -> None:
         cid = row.cluster_id
         r = _cluster_redactor(session, box, cid or _cluster_of_job(session, row.job_id))
         _set(row, "detail", r.value, row.detail)
+        _set(row, "result", r.text, row.result)
 
 
 def _set(row: Any, name: str, redact: Callable[[Any], Any], value: Any) -> None:
