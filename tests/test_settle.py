@@ -7,6 +7,7 @@ succeed leaves the cluster's stage ``failed``, never ``installing``.
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 from typing import Any
 
@@ -158,7 +159,10 @@ def test_when_passing_the_lock_on_fails_too_the_lock_is_still_released_and_the_q
     def broken(*_: Any, **__: Any) -> None:
         raise RuntimeError("database hiccup")
 
+    go = threading.Event()  # the servers job runs until the install is queued behind it
+
     def silent_run(*_: Any, **__: Any) -> RunOutcome:
+        go.wait(30)
         return RunOutcome(status="successful", rc=0)
 
     monkeypatch.setattr("rke2_manager.jobrun.finish", broken)
@@ -175,6 +179,7 @@ def test_when_passing_the_lock_on_fails_too_the_lock_is_still_released_and_the_q
         },
     ).json()
     queued = worker_client.post(f"/api/jobs/install/{cid}?on_busy=queue").json()
+    go.set()
     assert queued["status"] == "queued"
     servers = wait_job(worker_client, r["job_id"])
     agents = wait_job(worker_client, r["workers_job_id"], timeout=15)
