@@ -42,7 +42,8 @@ def test_failed_command_reason_is_its_stderr() -> None:
 def test_fail_task_reason_is_its_msg_and_ignored_errors_are_not_failures() -> None:
     fact = interpret(event("runner_on_failed", "Give up", {"msg": "w1: not ready within 8s"}))
     assert fact is not None and fact.reason == "task 'Give up' failed: w1: not ready within 8s"
-    assert interpret(event("runner_on_failed", "probe", {"rc": 1}, ignore_errors=True)) is None
+    ignored = interpret(event("runner_on_failed", "probe", {"rc": 1}, ignore_errors=True))
+    assert ignored == HostEvent("w1", "touched")
 
 
 def test_markers_unreachable_and_noise() -> None:
@@ -50,8 +51,59 @@ def test_markers_unreachable_and_noise() -> None:
     assert interpret(event("runner_on_ok", "[rke2m] node removed")) == HostEvent("w1", "removed")
     assert interpret(event("runner_on_ok", "anything")) == HostEvent("w1", "touched")
     unreachable = interpret(event("runner_on_unreachable", "Gathering", {"msg": "ssh: timed out"}))
-    assert unreachable == HostEvent("w1", "unreachable", "unreachable: ssh: timed out")
+    assert unreachable == HostEvent(
+        "w1", "unreachable", "unreachable: ssh: timed out (during task 'Gathering')"
+    )
+    untitled = interpret(event("runner_on_unreachable", "", {"msg": "ssh: timed out"}))
+    assert untitled == HostEvent("w1", "unreachable", "unreachable: ssh: timed out")
     assert interpret({"event": "playbook_on_start", "event_data": {}}) is None
+
+
+def test_a_task_start_names_the_task_and_every_result_ends_it() -> None:
+    assert interpret(event("runner_on_start", "Start the server")) == HostEvent(
+        "w1", "started", task="Start the server"
+    )
+    assert interpret(event("runner_on_skipped", "Start the server")) == HostEvent("w1", "touched")
+
+
+#: ansible-core 2.19's result for a task cut off by ``task_timeout`` (or ``timeout:``).
+TIMED_OUT = {
+    "timedout": {"frame": "Configure `DISPLAY_TRACEBACK` to see a traceback.", "period": 1800},
+    "exception": "(traceback unavailable)",
+    "msg": "Task failed: Timed out after 1800 second(s).",
+    "changed": False,
+}
+CENSORED = {"censored": "the output has been hidden due to the fact that 'no_log: true' was set"}
+
+
+def test_a_task_cut_off_by_the_task_timeout_says_so_and_names_the_setting() -> None:
+    fact = interpret(event("runner_on_failed", "Start the server", TIMED_OUT), 1800)
+    assert fact == HostEvent(
+        "w1", "failed", "task 'Start the server' did not finish within 1800s (RKE2M_TASK_TIMEOUT)"
+    )
+    # a task's own ``timeout:`` keyword is not the setting
+    fact = interpret(event("runner_on_failed", "Start the server", TIMED_OUT), 600)
+    assert fact == HostEvent("w1", "failed", "task 'Start the server' did not finish within 1800s")
+    # delegated: both hosts named, as for any delegated failure
+    delegated = event("runner_on_failed", "drain", TIMED_OUT, delegated_host="m1")
+    assert interpret(delegated, 1800) == HostEvent(
+        "w1", "failed", "drain via m1 did not finish within 1800s (RKE2M_TASK_TIMEOUT)"
+    )
+
+
+def test_a_no_log_task_counts_as_cut_off_when_it_failed_after_the_task_timeout() -> None:
+    late = event("runner_on_failed", "Write config.yaml", CENSORED, duration=1800.2)
+    assert interpret(late, 1800) == HostEvent(
+        "w1", "failed", "task 'Write config.yaml' did not finish within 1800s (RKE2M_TASK_TIMEOUT)"
+    )
+    early = event("runner_on_failed", "Write config.yaml", CENSORED, duration=1799.0)
+    assert interpret(early, 1800) == HostEvent(
+        "w1", "failed", "task 'Write config.yaml' failed: failed"
+    )
+    # a result that is not censored says itself whether it timed out
+    slow = event("runner_on_failed", "t", {"msg": "boom"}, duration=5000.0)
+    assert interpret(slow, 1800) == HostEvent("w1", "failed", "task 't' failed: boom")
+    assert interpret(late) == HostEvent("w1", "failed", "task 'Write config.yaml' failed: failed")
 
 
 def test_redact() -> None:

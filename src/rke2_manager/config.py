@@ -52,6 +52,17 @@ class Settings(BaseSettings):
     playbook_dir: Path = PACKAGE_DIR / "playbooks"
     ansible_extra_vars: dict[str, Any] = Field(default_factory=dict)
     """JSON object merged into every run's extravars (e.g. playbook timeouts)."""
+    task_timeout: int = Field(1800, ge=1)
+    """Seconds any one task of a playbook may run on a host (Ansible's ``task_timeout``); a task
+    cut off fails its node and the job with ``<host>: task '<name>' did not finish within
+    <N>s (RKE2M_TASK_TIMEOUT)``. It bounds a host that stalls after accepting the SSH
+    connection. Keep it above the playbooks' own longest bounded waits (``rke2_start_timeout``
+    and ``rke2_install_timeout``, 900 s each by default, plus their polling), so those end
+    first with their clearer errors."""
+    job_timeout: int = Field(7200, ge=1)
+    """Seconds a whole playbook run may take (ansible-runner's ``timeout``); past it the run is
+    killed and the job fails with ``playbook did not finish within <N>s (RKE2M_JOB_TIMEOUT);
+    still running: <host>: task '<name>'``."""
     worker_enabled: bool = True
     worker_concurrency: int = Field(4, ge=1, le=64)
     worker_poll_interval: float = Field(1.0, gt=0)

@@ -126,6 +126,8 @@ def prepare(ctx: AppContext, fence: Fence) -> tuple[RunSpec, Progress]:
                 "rke2m_token": token,
             },
             secret_values=[token, *_secret_strings(secret_config)],
+            timeout=ctx.settings.job_timeout,
+            task_timeout=ctx.settings.task_timeout,
             allowed_networks=ctx.settings.allowed_networks,
         )
     return spec, progress
@@ -149,15 +151,23 @@ def finish(
 
 
 def _outcome_reason(status: str, rc: int | None, progress: Progress, timeout: int) -> str:
+    """Why a run that did not succeed failed, naming hosts (and what they were doing)."""
     if progress.host_key_changed:
         # said first and as it is: an operator must see this before any knock-on failure
         return next(iter(progress.host_key_changed.values()))
+    failed = ""
     if progress.failed:
         host, why = next(iter(progress.failed.items()))
         more = len(progress.failed) - 1
-        return f"{host}: {why}" + (f" (and {more} more host(s) failed)" if more else "")
+        failed = f"{host}: {why}" + (f" (and {more} more host(s) failed)" if more else "")
     if status == "timeout":
-        return f"playbook did not finish within {timeout}s"
+        reason = f"playbook did not finish within {timeout}s (RKE2M_JOB_TIMEOUT)"
+        if progress.current:
+            busy = ", ".join(f"{host}: task '{task}'" for host, task in progress.current.items())
+            reason += f"; still running: {busy}"
+        return reason + (f"; failed before: {failed}" if failed else "")
+    if failed:
+        return failed
     if status == "canceled":
         return "run stopped"
     return f"ansible-playbook ended with status {status} (rc {rc})"
@@ -189,6 +199,9 @@ def execute(ctx: AppContext, claim: Claim, stop: StopSignal) -> None:
             reason = stop.reason or "run stopped"
         else:
             reason = _outcome_reason(outcome.status, outcome.rc, progress, spec.timeout)
+            if outcome.status == "timeout":
+                # Ansible's output ends at the last TASK line: say why it stops there
+                logw.write([f"rke2-manager: {reason}"])
     except LockLost:
         log.warning("job %s lost its lock; stopping without further writes", claim.job_id)
         lost = True

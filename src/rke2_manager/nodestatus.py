@@ -26,6 +26,16 @@ class Progress:
     """Targets whose SSH host key no longer matched the pinned one: hostname -> reason."""
     host_keys: dict[str, str] = field(default_factory=dict)
     """Keys learned on first contact, to pin when the job ends: hostname -> key."""
+    current: dict[str, str] = field(default_factory=dict)
+    """The task each host of the run (target or not) has started and not yet ended:
+    hostname -> task name. What is left here when the run ends was cut off mid-task."""
+
+    def follow(self, fact: HostEvent) -> None:
+        """Keep :attr:`current` up to date with ``fact`` (any host's)."""
+        if fact.kind == "started":
+            self.current[fact.host] = fact.task or ""
+        else:
+            self.current.pop(fact.host, None)
 
 
 def _nodes(session: Session, cluster_id: int, names: set[str]) -> list[Node]:
@@ -43,6 +53,7 @@ def accept_hint(cluster_id: int, hostname: str) -> str:
 
 def on_host(fence: Fence, progress: Progress, fact: HostEvent) -> None:
     """Follow a host fact: failures and milestones are written at once (fenced)."""
+    progress.follow(fact)
     if fact.host not in progress.before:
         return
     progress.touched.add(fact.host)
@@ -99,8 +110,9 @@ def settle_nodes(
                 node.status, node.status_reason = NodeStatus.ACTIVE, None
         elif name in progress.touched:
             verb = "removal" if removes else "install"
+            during = f" during task '{progress.current[name]}'" if name in progress.current else ""
             node.status = NodeStatus.FAILED
-            node.status_reason = f"{verb} did not complete: job {job_id} failed"
+            node.status_reason = f"{verb} did not complete: job {job_id} failed{during}"
         else:
             node.status = progress.before[name]
             node.status_reason = f"not attempted: job {job_id} failed"

@@ -53,6 +53,11 @@ class RunSpec:
     secret_values: list[str] = field(default_factory=list)
     """Values redacted from the output (the cluster token, secret config values)."""
     timeout: int = 7200
+    """Seconds the whole run may take (``RKE2M_JOB_TIMEOUT``); then it is killed and the
+    outcome's status is ``timeout``."""
+    task_timeout: int = 1800
+    """Seconds each task may take on a host (``RKE2M_TASK_TIMEOUT``, Ansible's
+    ``task_timeout``); a task cut off is a ``failed`` fact that says so."""
     allowed_networks: list[str] = field(default_factory=list)
 
     @property
@@ -112,6 +117,8 @@ def _envvars(spec: RunSpec, known_hosts: Path) -> dict[str, str]:
         "ANSIBLE_NOCOLOR": "True",
         "ANSIBLE_PYTHON_INTERPRETER": "auto_silent",
         "ANSIBLE_TIMEOUT": "10",
+        # a host that accepts SSH and then stalls would otherwise hold its task for ever
+        "ANSIBLE_TASK_TIMEOUT": str(spec.task_timeout),
         **ssh_env(spec.cluster_id, spec.ssh_key, known_hosts, spec.host_key_checking),
     }
 
@@ -140,7 +147,7 @@ def run_playbook(
     )
 
     def handle(event: dict[str, Any]) -> bool:
-        fact = interpret(event)
+        fact = interpret(event, spec.task_timeout)
         if fact is not None:
             on_host(fact)
         stdout = event.get("stdout")

@@ -2,6 +2,9 @@
 
 Playbooks mark a node's milestone with a task whose name starts with a marker, e.g.
 ``name: "[rke2m] node ready"``; its ``ok`` event sets the node ACTIVE before the play ends.
+Each task's start on a host is a ``started`` fact naming the task, and every result for that
+host (ok, failed, skipped, unreachable) follows it, so a follower knows what each host is busy
+with at any moment.
 """
 
 from __future__ import annotations
@@ -13,7 +16,12 @@ from typing import Any, Literal
 READY_MARKER = "[rke2m] node ready"
 REMOVED_MARKER = "[rke2m] node removed"
 
-Kind = Literal["touched", "failed", "unreachable", "host_key_changed", "ready", "removed"]
+Kind = Literal[
+    "started", "touched", "failed", "unreachable", "host_key_changed", "ready", "removed"
+]
+
+#: The setting that bounds every task (passed to Ansible as ``ANSIBLE_TASK_TIMEOUT``).
+TASK_TIMEOUT_SETTING = "RKE2M_TASK_TIMEOUT"
 
 #: What OpenSSH prints when a host's key differs from the pinned one (or no pinned key of the
 #: type the host offers is known while strict checking is on).
@@ -31,6 +39,8 @@ class HostEvent:
     reason: str | None = None
     fingerprint: str | None = None
     """For ``host_key_changed``: the fingerprint of the key the host offered, if SSH said."""
+    task: str | None = None
+    """For ``started``: the name of the task the host has begun."""
 
 
 def host_key_changed(host: str, message: str) -> HostEvent:
@@ -83,12 +93,52 @@ def delegate_of(event: dict[str, Any]) -> str | None:
     return str(name) if name and name != host else None
 
 
-def interpret(event: dict[str, Any]) -> HostEvent | None:
+def timed_out(event: dict[str, Any], task_timeout: int | None) -> int | None:
+    """The bound (seconds) a failed task's event says it ran into, or None if it did not.
+
+    ansible-core 2.19 ends a task that outlives ``task_timeout`` (or its own ``timeout:``
+    keyword) with ``res.timedout = {"period": <seconds>, ...}``. A ``no_log`` task's result is
+    censored to nothing of that, so there a failure that took at least ``task_timeout`` counts
+    as timed out: a task failing by itself that late would have been cut off first.
+    """
+    data = event.get("event_data") or {}
+    result = data.get("res")
+    result = result if isinstance(result, dict) else {}
+    timedout = result.get("timedout")
+    if isinstance(timedout, dict) and isinstance(timedout.get("period"), int):
+        return int(timedout["period"])
+    duration = data.get("duration")
+    if (
+        "censored" in result
+        and task_timeout
+        and isinstance(duration, (int, float))
+        and duration >= task_timeout
+    ):
+        return task_timeout
+    return None
+
+
+def _failure(event: dict[str, Any], task: str, task_timeout: int | None) -> str:
+    data = event.get("event_data") or {}
+    via = delegate_of(event)
+    step = f"{task} via {via}" if via else f"task '{task}'"
+    period = timed_out(event, task_timeout)
+    if period is not None:
+        # say which knob bounded it, unless the task's own timeout: keyword did
+        setting = f" ({TASK_TIMEOUT_SETTING})" if period == task_timeout else ""
+        return f"{step} did not finish within {period}s{setting}"
+    return f"{step} failed: {_message(data.get('res') or {})}"
+
+
+def interpret(event: dict[str, Any], task_timeout: int | None = None) -> HostEvent | None:
     """The host fact carried by one ansible-runner event, or None.
 
     A failure in a task delegated to another host is the target host's failure (its node is
     the one that fails), and the reason names the delegate too: ``drain via m1 failed: …``,
-    ``unreachable via m1: …``.
+    ``unreachable via m1: …``; an unreachable host names the task it was in
+    (``unreachable: … (during task 'Stage RKE2')``). A task cut off by its bound says so:
+    ``task 'Start the server' did not finish within 1800s (RKE2M_TASK_TIMEOUT)`` when the bound
+    was ``task_timeout`` (the run's ``ANSIBLE_TASK_TIMEOUT``).
     """
     kind = event.get("event")
     data = event.get("event_data") or {}
@@ -97,19 +147,19 @@ def interpret(event: dict[str, Any]) -> HostEvent | None:
         return None
     task = str(data.get("task") or "").strip()
     if kind == "runner_on_start":
-        return HostEvent(host, "touched")
+        return HostEvent(host, "started", task=task)
     if kind == "runner_on_ok":
         if task.startswith(READY_MARKER):
             return HostEvent(host, "ready")
         if task.startswith(REMOVED_MARKER):
             return HostEvent(host, "removed")
         return HostEvent(host, "touched")
-    if kind == "runner_on_failed" and not data.get("ignore_errors"):
-        result = data.get("res") or {}
-        via = delegate_of(event)
-        if via:
-            return HostEvent(host, "failed", f"{task} via {via} failed: {_message(result)}")
-        return HostEvent(host, "failed", f"task '{task}' failed: {_message(result)}")
+    if kind == "runner_on_failed":
+        if data.get("ignore_errors"):
+            return HostEvent(host, "touched")
+        return HostEvent(host, "failed", _failure(event, task, task_timeout))
+    if kind == "runner_on_skipped":
+        return HostEvent(host, "touched")
     if kind == "runner_on_unreachable":
         result = data.get("res") or {}
         text = " ".join(str(result.get(k) or "") for k in ("msg", "stderr"))
@@ -123,7 +173,9 @@ def interpret(event: dict[str, Any]) -> HostEvent | None:
             return host_key_changed(host, text)
         if via:
             return HostEvent(host, "unreachable", f"unreachable via {via}: {_message(result)}")
-        return HostEvent(host, "unreachable", f"unreachable: {_message(result)}")
+        # SSH keep-alives end a session to a host that stalled mid-task: say which task
+        during = f" (during task '{task}')" if task else ""
+        return HostEvent(host, "unreachable", f"unreachable: {_message(result)}{during}")
     return None
 
 
