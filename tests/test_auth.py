@@ -209,6 +209,15 @@ def test_tokens_are_shown_once_stored_hashed_and_revocable(app: Any, db: Databas
         )
         assert dup.status_code == 409
         assert dup.json()["detail"] == "A token named 'ci-deployer' already exists"
+        reserved = remote.post(
+            "/api/tokens",
+            json={"name": "local", "role": "viewer"},
+            headers={"Authorization": f"Bearer {admin}"},
+        )
+        assert reserved.status_code == 422
+        assert reserved.json()["detail"] == (
+            "The token name 'local' is reserved for the protected-mode caller"
+        )
     with db.read_session() as s:
         rows = s.scalars(select(ApiToken)).all()
         stored = " ".join(f"{r.token_hash} {r.prefix} {r.name}" for r in rows)

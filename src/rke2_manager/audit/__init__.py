@@ -14,13 +14,15 @@ from sqlalchemy.orm import Session
 
 from rke2_manager.models import ApiRole, ApiToken, AuditEntry
 
-#: Actors that act with every role: protected mode, ``--insecure-no-auth``, the server's CLI.
-_ADMIN_PREFIXES = ("local", "insecure-no-auth@", "cli:")
+#: Actors that act with every role: protected mode (``local``), ``--insecure-no-auth``, the
+#: server's CLI. Token names can take none of these forms.
+_ADMIN_ACTOR = "local"
+_ADMIN_PREFIXES = ("insecure-no-auth@", "cli:")
 
 
 def role_of(session: Session, actor: str) -> str | None:
     """The role ``actor`` acts with: its token's (a token's role never changes), or None."""
-    if actor.startswith(_ADMIN_PREFIXES):
+    if actor == _ADMIN_ACTOR or actor.startswith(_ADMIN_PREFIXES):
         return ApiRole.ADMIN.value
     return session.scalar(select(ApiToken.role).where(ApiToken.name == actor))
 

@@ -11,10 +11,12 @@ from sqlalchemy import exists, select, update
 from sqlalchemy.orm import Session
 
 from rke2_manager import audit
-from rke2_manager.errors import Conflict, NotFound
+from rke2_manager.errors import Conflict, InvalidRequest, NotFound
 from rke2_manager.models import ApiRole, ApiToken, utcnow
 
 TOKEN_PREFIX = "rke2m_"
+#: The audit log's actor for protected mode: no token may carry it.
+RESERVED_NAME = "local"
 #: ``last_used_at`` is refreshed at most this often, so reads stay reads.
 TOUCH_EVERY = timedelta(minutes=1)
 
@@ -35,6 +37,8 @@ def create_token(session: Session, name: str, role: ApiRole, actor: str) -> tupl
     Raises Conflict if the name was ever used (names stay unique after revocation, so the
     audit log's actors stay unambiguous).
     """
+    if name == RESERVED_NAME:
+        raise InvalidRequest(f"The token name '{name}' is reserved for the protected-mode caller")
     if session.scalar(select(ApiToken.id).where(ApiToken.name == name)) is not None:
         raise Conflict(f"A token named '{name}' already exists")
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
