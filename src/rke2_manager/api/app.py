@@ -16,6 +16,7 @@ from rke2_manager.api.auth import PUBLIC, VIEWER
 from rke2_manager.api.deps import CtxDep
 from rke2_manager.api.guards import RequestGuards
 from rke2_manager.api.middleware import DefaultJSONBody
+from rke2_manager.audit.refusals import RefusalLog
 from rke2_manager.audit.router import router as audit_router
 from rke2_manager.clusters.router import router as clusters_router
 from rke2_manager.config import Settings, get_settings
@@ -74,6 +75,7 @@ def create_app(
             if worker is not None:
                 worker.stop()
                 ctx.wakers.remove(worker)
+            app.state.refusals.close()  # before the database goes
             db.dispose()
 
     app = FastAPI(
@@ -83,6 +85,7 @@ def create_app(
         description="Install and scale RKE2 clusters over SSH, one safe operation at a time.",
     )
     app.state.ctx = ctx
+    app.state.refusals = RefusalLog(db)
     app.add_middleware(DefaultJSONBody)
     app.add_middleware(RequestGuards, settings=settings)  # added last: runs first
     problems.install(app)

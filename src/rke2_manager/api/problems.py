@@ -10,12 +10,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from rke2_manager import audit
 from rke2_manager.api.guards import MUTATING
-from rke2_manager.context import AppContext
+from rke2_manager.audit.refusals import RefusalLog
 from rke2_manager.errors import ClusterBusy, DomainError, GuardrailViolation
 from rke2_manager.metrics import REFUSALS
 
@@ -43,29 +41,21 @@ def _validation_message(error: dict[str, Any]) -> str:
     return f"{_where(tuple(error.get('loc', ())))}: {msg}"
 
 
-async def _audit_refusal(request: Request, status: int, detail: str) -> None:
+def _audit_refusal(request: Request, status: int, detail: str) -> None:
     """Record a refused mutating call of an authenticated caller (unauthenticated ones are
-    only logged: an anonymous client must not be able to fill the table)."""
+    only logged: an anonymous client must not be able to fill the table). Batched: see
+    :mod:`rke2_manager.audit.refusals`."""
     actor = getattr(request.state, "actor", None)
     if request.method not in MUTATING or actor is None:
         return
-    ctx: AppContext = request.app.state.ctx
+    refusals: RefusalLog = request.app.state.refusals
     cluster_id = str(request.path_params.get("cluster_id", ""))
-
-    def write() -> None:
-        with ctx.db.transaction() as session:
-            audit.record(
-                session,
-                actor,
-                f"{request.method} {request.url.path}",
-                int(cluster_id) if cluster_id.isdigit() and len(cluster_id) < 10 else None,
-                result=f"{status} {detail}",
-            )
-
-    try:
-        await run_in_threadpool(write)
-    except Exception as exc:  # the refusal itself must still reach the caller
-        log.warning("could not record a refused call in the audit log: %s", exc)
+    refusals.add(
+        actor,
+        f"{request.method} {request.url.path}",
+        int(cluster_id) if cluster_id.isdigit() and len(cluster_id) < 10 else None,
+        f"{status} {detail}",
+    )
 
 
 def install(app: FastAPI) -> None:
@@ -77,7 +67,7 @@ def install(app: FastAPI) -> None:
             REFUSALS.labels("busy").inc()
         elif isinstance(exc, GuardrailViolation):
             REFUSALS.labels(exc.guardrail).inc()
-        await _audit_refusal(request, exc.status_code, exc.detail)
+        _audit_refusal(request, exc.status_code, exc.detail)
         headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
         return JSONResponse(
             exc.problem(), status_code=exc.status_code, media_type=PROBLEM, headers=headers
@@ -91,7 +81,7 @@ def install(app: FastAPI) -> None:
             for e, m in zip(exc.errors(), messages, strict=True)
         ]
         detail = "; ".join(messages[:5]) or "invalid request"
-        await _audit_refusal(request, 422, detail)
+        _audit_refusal(request, 422, detail)
         return _problem(422, "Unprocessable Content", detail, errors=errors)
 
     @app.exception_handler(HTTPException)
