@@ -87,7 +87,7 @@ def serve(
             "served. Create one with: rke2-manager token create --name NAME --role admin"
         )
     console.print(f"rke2-manager: listening on {settings.host}:{listen_port}")
-    app_ = create_app(settings, start_worker=worker)
+    app_ = create_app(settings, start_worker=worker, run_migrations=False)  # migrated above
     uvicorn.run(app_, host=settings.host, port=listen_port)
 
 
