@@ -124,6 +124,11 @@ def prepare(ctx: AppContext, fence: Fence) -> tuple[RunSpec, Progress]:
                 "rke2_fixed_registration_address": cluster.registration_address or "",
                 "rke2_supervisor_port": ctx.settings.supervisor_port,
                 "rke2m_token": token,
+                # node-side fencing (playbooks/tasks/fence.yml): the cluster's lock token at
+                # this job's claim grows with every job, so a node can refuse an older run
+                "rke2m_cluster_id": cluster.id,
+                "rke2m_job_id": job.id,
+                "rke2m_fence_token": fence.claim.token,
             },
             secret_values=[token, *_secret_strings(secret_config)],
             timeout=ctx.settings.job_timeout,
