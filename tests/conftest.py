@@ -129,6 +129,9 @@ def settings(database_url: str, tmp_path: Path, playbook_dir: Path) -> Settings:
         playbook_dir=playbook_dir,
         worker_poll_interval=0.05,
         lock_ttl=60,
+        # a test's service shuts down with its jobs still running: end them at once
+        shutdown_grace=0,
+        kill_grace=2,
         _env_file=None,  # type: ignore[call-arg]
     )
 

@@ -18,8 +18,14 @@ from sqlalchemy import select
 from rke2_manager.config import Settings
 from rke2_manager.db import Database
 from rke2_manager.execution.ansible_service import RunOutcome
+from rke2_manager.jobs.stopping import UNCONFIRMED, boot_id, machine_prefix
 from rke2_manager.models import Cluster, ClusterStage, Job, Node, NodeStatus, utcnow
-from rke2_manager.operations.control import LEASE_EXPIRED, reap_expired, recover_dead_workers
+from rke2_manager.operations.control import (
+    LEASE_EXPIRED,
+    dead_workers_jobs,
+    reap_expired,
+    recover_dead_workers,
+)
 from tests.factories import lock_cluster, make_cluster
 from tests.test_worker import lock_state, nodes, real_cluster, wait_job
 
@@ -75,7 +81,11 @@ def test_g3_agents_job_is_canceled_when_the_servers_job_cannot_record_its_end(
     assert not [n for n, (s, _) in state.items() if s in ("INSTALLING", "REMOVING")]
 
 
-def _running_install(db: Database) -> tuple[int, int]:
+#: A worker of another machine, which cannot answer (gone, or partitioned away).
+ELSEWHERE = "host:machine:boot:999999999:abcdef"
+
+
+def _running_install(db: Database, worker_id: str = ELSEWHERE) -> tuple[int, int]:
     """A cluster whose install (by an absent worker) is under way: m1 mid-change."""
     cid = make_cluster(db, nodes=[("m1", "127.0.70.1", "server", "INSTALLING")])
     job_id = lock_cluster(db, cid, "install")
@@ -86,22 +96,26 @@ def _running_install(db: Database) -> tuple[int, int]:
         cluster.stage = ClusterStage.INSTALLING
         m1 = s.scalars(select(Node).where(Node.cluster_id == cid)).one()
         job.targets = [{"id": m1.id, "hostname": "m1", "ip": m1.ip, "role": "server"}]
-        job.worker_id = "host:machine:boot:999999999:abcdef"
+        job.worker_id = worker_id
     return cid, job_id
 
 
 def _end(way: str, client: TestClient, db: Database, settings: Settings, cid: int, job: int) -> str:
     """End the running install ``job`` the ``way`` given; return the reason it gets."""
+    # its worker is on another machine and never answers: nothing here can end its run, so
+    # the reason says the nodes' fences are what stops it
+    unconfirmed = UNCONFIRMED.format(worker=ELSEWHERE)
+    settings.stop_timeout = 0.5
     if way == "cancel":
         r = client.post(f"/api/jobs/{job}/cancel")
         assert r.status_code == 200, r.text
-        return "canceled by local"
+        return f"canceled by local; {unconfirmed}"
     if way == "force-unlock":
         r = client.post(
             f"/api/admin/clusters/{cid}/force-unlock", json={"job_id": job, "reason": "stuck"}
         )
         assert r.status_code == 200, r.text
-        return "force-unlocked by local: stuck"
+        return f"force-unlocked by local: stuck; {unconfirmed}"
     if way == "reaper":
         with db.transaction() as s:
             cluster = s.get(Cluster, cid)
@@ -109,10 +123,16 @@ def _end(way: str, client: TestClient, db: Database, settings: Settings, cid: in
             cluster.lock_expires_at = utcnow() - timedelta(seconds=1)
         with db.transaction() as s:
             assert reap_expired(s, settings) == [job]
-        return LEASE_EXPIRED
+        return f"{LEASE_EXPIRED}; {unconfirmed}"
+    # a worker of this machine that died: start-up recovery ends its run (none left here)
+    dead = f"{machine_prefix()}{boot_id()}:999999999:abcdef"
     with db.transaction() as s:
-        assert recover_dead_workers(s, settings, "host:machine:", lambda _: False) == [job]
-    return "worker host:machine:boot:999999999:abcdef stopped while the job ran (found at start-up)"
+        s.get(Job, job).worker_id = dead  # type: ignore[union-attr]
+    with db.read_session() as s:
+        found = dead_workers_jobs(s, lambda _: False)
+    with db.transaction() as s:
+        assert recover_dead_workers(s, settings, found, {job}) == [job]
+    return f"worker {dead} stopped while the job ran (found at start-up; its run was ended)"
 
 
 @pytest.mark.parametrize("way", ["cancel", "force-unlock", "reaper", "recovery"])

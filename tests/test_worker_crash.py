@@ -205,7 +205,10 @@ def test_start_up_recovery_ends_a_dead_workers_jobs_at_once(
         survivor.start()
         job = job_row(db, first)
         assert job.status == "failed"
-        assert job.reason == f"worker {job.worker_id} stopped while the job ran (found at start-up)"
+        assert job.reason == (
+            f"worker {job.worker_id} stopped while the job ran (found at start-up; "
+            "its run was ended)"
+        )
         assert cluster_row(db, cid).operation_status == "idle"
         survivor.stop()
     finally:

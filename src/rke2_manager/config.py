@@ -72,6 +72,16 @@ class Settings(BaseSettings):
     """How often a running job checks it still holds its lock (cancel/force-unlock stop it)."""
     maintenance_interval: float = Field(2.0, gt=0)
     """How often each worker reclaims expired leases and starts queued jobs of idle clusters."""
+    kill_grace: float = Field(10.0, ge=0, le=600)
+    """Seconds a run's processes get between SIGTERM and SIGKILL when it is ended (cancel,
+    force-unlock, shutdown, lost lease, orphan found at start-up)."""
+    stop_timeout: float = Field(30.0, ge=0, le=3600)
+    """How long cancel and force-unlock wait for the job's worker to end its run and settle
+    it; past that they end the run themselves if it is on this machine (else the nodes' fences
+    refuse it) and settle the job."""
+    shutdown_grace: float = Field(60.0, ge=0, le=86_400)
+    """On SIGTERM, ``serve`` and ``worker`` stop claiming jobs and let running ones finish for
+    this many seconds; then their runs are ended and the jobs fail saying so."""
 
     @field_validator("allowed_networks", "allowed_hosts", mode="before")
     @classmethod

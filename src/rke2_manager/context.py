@@ -7,6 +7,7 @@ from typing import Protocol
 
 from rke2_manager.config import Settings
 from rke2_manager.db import Database
+from rke2_manager.models import JobStatus
 from rke2_manager.operations.service import Prober
 from rke2_manager.vault import SecretBox
 
@@ -14,7 +15,7 @@ from rke2_manager.vault import SecretBox
 class Waker(Protocol):
     def wake(self) -> None: ...
 
-    def stop_job(self, job_id: int, reason: str) -> bool: ...
+    def stop_job(self, job_id: int, reason: str, status: JobStatus) -> bool: ...
 
 
 @dataclass
@@ -30,8 +31,8 @@ class AppContext:
         for waker in self.wakers:
             waker.wake()
 
-    def stop_job(self, job_id: int, reason: str) -> None:
-        """Stop the job's playbook now if it runs in this process (others notice within
-        ``lock_check_interval`` that they lost the lock)."""
+    def stop_job(self, job_id: int, reason: str, status: JobStatus) -> None:
+        """Stop the job's run now if it runs in this process (workers elsewhere notice the
+        stop request within ``lock_check_interval``)."""
         for waker in self.wakers:
-            waker.stop_job(job_id, reason)
+            waker.stop_job(job_id, reason, status)

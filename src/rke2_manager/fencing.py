@@ -12,13 +12,14 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy.orm import Session
 
 from rke2_manager.cluster_lock import holds_lock
 from rke2_manager.context import AppContext
 from rke2_manager.errors import LockLost
-from rke2_manager.models import JobLogLine
+from rke2_manager.models import Job, JobLogLine, JobStatus
 
 
 @dataclass(frozen=True)
@@ -44,33 +45,55 @@ class Fence:
 
 
 class LogWriter:
-    """Buffers output lines and stores them in batches (fenced)."""
+    """Buffers output lines and stores them in batches (fenced), with the per-host progress
+    (``Job.progress``) when it changed."""
 
     def __init__(self, fence: Fence) -> None:
         self.fence, self.seq, self.buffer = fence, 0, list[str]()
         self.last_flush = time.monotonic()
+        self.progress: Any = None
+        """The run's :class:`~rke2_manager.nodestatus.Progress`, once there is one."""
+        self._lock = threading.Lock()  # the run's event thread and its ticker both flush
 
     def write(self, lines: list[str]) -> None:
-        self.buffer.extend(lines)
+        with self._lock:
+            self.buffer.extend(lines)
+        self.tick()
+
+    def tick(self) -> None:
+        """Store what is waiting if the last batch is older than half a second."""
         if len(self.buffer) >= 50 or time.monotonic() - self.last_flush > 0.5:
             self.flush()
 
     def flush(self) -> None:
-        if not self.buffer:
+        with self._lock:
+            self._flush()
+
+    def _flush(self) -> None:
+        progress = self.progress
+        changed = progress is not None and progress.changed
+        if not self.buffer and not changed:
             return
         lines, self.buffer = self.buffer, []
         with self.fence.session() as session:
             for text in lines:
                 self.seq += 1
                 session.add(JobLogLine(job_id=self.fence.claim.job_id, seq=self.seq, text=text))
+            if changed:
+                progress.changed = False
+                job = session.get(Job, self.fence.claim.job_id)
+                if job is not None:
+                    job.progress = {host: dict(entry) for host, entry in progress.hosts.items()}
         self.last_flush = time.monotonic()
 
 
 class StopSignal(threading.Event):
-    """Asks a running job to stop its playbook, with the reason to record."""
+    """Asks a running job to stop its playbook, with the status and reason to record."""
 
     reason: str | None = None
+    status: JobStatus = JobStatus.FAILED
 
-    def stop(self, reason: str) -> None:
-        self.reason = reason
+    def stop(self, reason: str, status: JobStatus = JobStatus.FAILED) -> None:
+        if not self.is_set():  # the first reason wins
+            self.reason, self.status = reason, status
         self.set()

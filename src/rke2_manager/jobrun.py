@@ -17,6 +17,8 @@ from sqlalchemy import select
 from rke2_manager.context import AppContext
 from rke2_manager.errors import LockLost
 from rke2_manager.execution.ansible_service import HostSpec, RunSpec, run_playbook, runs_dir
+from rke2_manager.execution.events import HostEvent
+from rke2_manager.execution.procs import RunProcess, new_tag
 from rke2_manager.fencing import Claim, Fence, LogWriter, StopSignal
 from rke2_manager.metrics import JOBS_FINISHED
 from rke2_manager.models import (
@@ -89,6 +91,8 @@ def prepare(ctx: AppContext, fence: Fence) -> tuple[RunSpec, Progress]:
                 node.status, node.status_reason = mark, None
         if operation == Operation.INSTALL:
             cluster.stage = ClusterStage.INSTALLING
+        # recorded before anything starts: whoever finds this job orphaned ends its processes
+        job.run_tag = new_tag(job.id)
         token = ctx.box.decrypt(cluster.token_enc)
         secret_config = _secret_config(ctx, cluster)
         spec = RunSpec(
@@ -134,12 +138,27 @@ def prepare(ctx: AppContext, fence: Fence) -> tuple[RunSpec, Progress]:
             timeout=ctx.settings.job_timeout,
             task_timeout=ctx.settings.task_timeout,
             allowed_networks=ctx.settings.allowed_networks,
+            run_tag=job.run_tag,
+            kill_grace=ctx.settings.kill_grace,
         )
     return spec, progress
 
 
+def record_start(fence: Fence, found: RunProcess) -> None:
+    """Record the run's ansible-playbook process on the job (fenced)."""
+    with fence.session() as session:
+        job = session.get(Job, fence.claim.job_id)
+        assert job is not None
+        job.run_pid, job.run_pgid, job.run_start_ticks = found.pid, found.pgid, found.start_ticks
+
+
 def finish(
-    ctx: AppContext, claim: Claim, progress: Progress | None, status: JobStatus, reason: str | None
+    ctx: AppContext,
+    claim: Claim,
+    progress: Progress | None,
+    status: JobStatus,
+    reason: str | None,
+    stopped: bool = False,
 ) -> None:
     """Record the job's end (:func:`~rke2_manager.settle.settle`) with what the run learned.
 
@@ -152,7 +171,7 @@ def finish(
         if progress is not None and progress.kubeconfig:
             # stored as RKE2 wrote it; the API points it at the current address when read
             cluster.kubeconfig_enc = ctx.box.encrypt(progress.kubeconfig)
-        settle(session, ctx.settings, job, status, reason, progress)
+        settle(session, ctx.settings, job, status, reason, progress, stopped_run=stopped)
 
 
 def _outcome_reason(status: str, rc: int | None, progress: Progress, timeout: int) -> str:
@@ -179,7 +198,11 @@ def _outcome_reason(status: str, rc: int | None, progress: Progress, timeout: in
 
 
 def execute(ctx: AppContext, claim: Claim, stop: StopSignal) -> None:
-    """Run the claimed job to its end. Never raises; always frees the lock it still holds."""
+    """Run the claimed job to its end. Never raises; always frees the lock it still holds.
+
+    When ``stop`` is set (cancel, force-unlock, shutdown, lost lock) the run's processes are
+    ended first; the job settles with the stop's status and reason only once none is left.
+    """
     fence = Fence(ctx, claim)
     progress: Progress | None = None
     status: JobStatus = JobStatus.FAILED
@@ -188,27 +211,44 @@ def execute(ctx: AppContext, claim: Claim, stop: StopSignal) -> None:
     lost = False
     try:
         spec, progress = prepare(ctx, fence)
-        tracked = progress
+        logw.progress = tracked = progress
+
+        def host_fact(fact: HostEvent) -> None:
+            if stop.is_set():
+                # the run is being ended: its hosts' failures from now on are the kill's
+                tracked.follow(fact)
+            else:
+                on_host(fence, tracked, fact)
+            logw.tick()
+
         outcome = run_playbook(
             spec,
-            on_host=lambda fact: on_host(fence, tracked, fact),
+            on_host=host_fact,
             on_output=logw.write,
             should_cancel=stop.is_set,
+            on_start=lambda found: record_start(fence, found),
+            on_tick=logw.tick,
         )
         logw.flush()
         progress.kubeconfig = outcome.kubeconfig
         progress.host_keys = outcome.host_keys
-        if outcome.status == "successful" and not progress.failed:
+        if stop.is_set():
+            status, reason = stop.status, stop.reason or "run stopped"
+        elif outcome.status == "successful" and not progress.failed:
             status, reason = JobStatus.SUCCEEDED, None
-        elif stop.is_set() and not progress.failed:
-            reason = stop.reason or "run stopped"
         else:
             reason = _outcome_reason(outcome.status, outcome.rc, progress, spec.timeout)
             if outcome.status == "timeout":
                 # Ansible's output ends at the last TASK line: say why it stops there
                 logw.write([f"rke2-manager: {reason}"])
     except LockLost:
-        log.warning("job %s lost its lock; stopping without further writes", claim.job_id)
+        failed = progress.failed if progress is not None else {}
+        fenced = "; ".join(f"{host}: {why}" for host, why in failed.items())
+        log.warning(
+            "job %s lost its lock; its run is ended, nothing more is written%s",
+            claim.job_id,
+            f" ({fenced})" if fenced else "",
+        )
         lost = True
     except (AddressNotAllowed, FileNotFoundError, PathNotAllowed) as exc:
         reason = str(exc)
@@ -217,7 +257,7 @@ def execute(ctx: AppContext, claim: Claim, stop: StopSignal) -> None:
         reason = f"internal error: {type(exc).__name__}: {exc}"
     finally:
         if not lost:
-            _finish_safely(ctx, claim, progress, status, reason, logw)
+            _finish_safely(ctx, claim, progress, status, reason, logw, stop.is_set())
 
 
 def _finish_safely(
@@ -227,6 +267,7 @@ def _finish_safely(
     status: JobStatus,
     reason: str | None,
     logw: LogWriter,
+    stopped: bool,
 ) -> None:
     """Record the job's end; if that fails, still settle it (job, G3 successor, nodes, stage,
     lock) without what the run learned, so nothing is left queued, running or mid-change."""
@@ -237,7 +278,7 @@ def _finish_safely(
     except Exception:
         log.exception("job %s: could not store its last output lines", claim.job_id)
     try:
-        finish(ctx, claim, progress, status, reason)
+        finish(ctx, claim, progress, status, reason, stopped)
         if progress is not None:
             JOBS_FINISHED.labels(progress.operation.value, status.value).inc()
         return

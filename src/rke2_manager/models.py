@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     CheckConstraint,
     DateTime,
@@ -231,6 +232,22 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+
+    # The run on the worker's machine (see execution/procs.py): every process of it carries
+    # RKE2M_RUN=<run_tag> in its environment, so it can be found and ended even after the
+    # worker died; pid, process group and start time are of its ansible-playbook.
+    run_tag: Mapped[str | None] = mapped_column(String(64))
+    run_pid: Mapped[int | None] = mapped_column(Integer)
+    run_pgid: Mapped[int | None] = mapped_column(Integer)
+    run_start_ticks: Mapped[int | None] = mapped_column(BigInteger)
+    """The pid's start time (clock ticks after boot, /proc/<pid>/stat field 22)."""
+    stop_status: Mapped[str | None] = mapped_column(String(16))
+    """Set by cancel or force-unlock for the worker running the job: end the run, then settle
+    with this status and :attr:`stop_reason`."""
+    stop_reason: Mapped[str | None] = mapped_column(Text)
+    stop_requested_at: Mapped[datetime | None]
+    progress: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    """Per host of the run: ``{"task": <task it is in, or null>, "since": <ISO time>}``."""
 
 
 class JobLogLine(Base):

@@ -30,12 +30,26 @@ class Progress:
     """The task each host of the run (target or not) has started and not yet ended:
     hostname -> task name. What is left here when the run ends was cut off mid-task."""
 
+    hosts: dict[str, dict[str, str | None]] = field(default_factory=dict)
+    """What the job shows of each host while it runs (``Job.progress``): the task it is in
+    (None between tasks), the last task it finished, and since when — a host stuck in a task
+    stands out by its old ``since``."""
+    changed: bool = False
+    """:attr:`hosts` changed since it was last stored."""
+
     def follow(self, fact: HostEvent) -> None:
-        """Keep :attr:`current` up to date with ``fact`` (any host's)."""
+        """Keep :attr:`current` and :attr:`hosts` up to date with ``fact`` (any host's)."""
+        entry = self.hosts.setdefault(fact.host, {"task": None, "last": None, "since": None})
         if fact.kind == "started":
             self.current[fact.host] = fact.task or ""
+            entry["task"] = fact.task or ""
         else:
             self.current.pop(fact.host, None)
+            if entry["task"] is not None:
+                entry["last"] = entry["task"]
+            entry["task"] = None
+        entry["since"] = utcnow().isoformat()
+        self.changed = True
 
 
 def _nodes(session: Session, cluster_id: int, names: set[str]) -> list[Node]:
@@ -94,9 +108,18 @@ def pin_host_keys(session: Session, cluster_id: int, learned: dict[str, str]) ->
 
 
 def settle_nodes(
-    session: Session, cluster_id: int, job_id: int, progress: Progress, succeeded: bool
+    session: Session,
+    cluster_id: int,
+    job_id: int,
+    progress: Progress,
+    succeeded: bool,
+    stopped: str | None = None,
 ) -> None:
-    """Give every target its final status once the run has ended; pin learned host keys."""
+    """Give every target its final status once the run has ended; pin learned host keys.
+
+    ``stopped``: why the run was ended from outside (cancel, force-unlock, shutdown); a target
+    it had begun to change is then ``state unknown: <why>``, with the task it was cut off in.
+    """
     pin_host_keys(session, cluster_id, progress.host_keys)
     removes = progress.operation.removes
     for node in _nodes(session, cluster_id, set(progress.before)):
@@ -112,7 +135,10 @@ def settle_nodes(
             verb = "removal" if removes else "install"
             during = f" during task '{progress.current[name]}'" if name in progress.current else ""
             node.status = NodeStatus.FAILED
-            node.status_reason = f"{verb} did not complete: job {job_id} failed{during}"
+            if stopped is not None:
+                node.status_reason = f"state unknown: {stopped}{during}"
+            else:
+                node.status_reason = f"{verb} did not complete: job {job_id} failed{during}"
         else:
             node.status = progress.before[name]
             node.status_reason = f"not attempted: job {job_id} failed"

@@ -40,6 +40,7 @@ def settle(
     progress: Progress | None = None,
     *,
     pass_lock: bool = True,
+    stopped_run: bool = False,
 ) -> Job | None:
     """End ``job``, which ran under its cluster's lock, with ``status`` and ``reason``.
 
@@ -55,6 +56,9 @@ def settle(
       With ``pass_lock=False`` (the last resort when passing on itself failed) the lock is only
       released; the maintenance sweep starts the queue.
 
+    ``stopped_run``: the run was ended from outside (shutdown, cancel, force-unlock): targets
+    it had begun to change are ``state unknown: <reason> during task '<task>'``.
+
     Lock columns change only if ``job`` still holds the lock with its fencing token. The rest is
     written regardless, so a worker must check its fence before calling this (a job that lost
     its lock writes nothing). Returns the job that holds the lock afterwards, if any.
@@ -62,7 +66,8 @@ def settle(
     job.status, job.reason, job.finished_at = status, reason, utcnow()
     succeeded = status == JobStatus.SUCCEEDED
     if progress is not None:
-        settle_nodes(session, job.cluster_id, job.id, progress, succeeded)
+        stopped = reason if job.stop_status is not None or stopped_run else None
+        settle_nodes(session, job.cluster_id, job.id, progress, succeeded, stopped)
     _explain_mid_change(session, job, reason)
     if job.operation == Operation.INSTALL:
         cluster = session.get(Cluster, job.cluster_id)

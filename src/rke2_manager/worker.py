@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import threading
 import time
 import uuid
@@ -21,13 +20,20 @@ from rke2_manager.context import AppContext
 from rke2_manager.execution.ansible_service import run_dir_roots, sweep_stale_run_dirs
 from rke2_manager.fencing import Claim, StopSignal
 from rke2_manager.jobrun import execute
+from rke2_manager.jobs.stopping import (
+    boot_id,
+    end_local_run,
+    machine_id,
+    machine_prefix,
+    on_this_boot,
+    pid_alive,
+)
 from rke2_manager.listener import Listener
 from rke2_manager.models import Cluster, Job, JobStatus, utcnow
 from rke2_manager.operations.control import (
-    boot_id,
-    machine_id,
+    dead_workers_jobs,
+    expired_jobs,
     needs_maintenance,
-    pid_alive,
     reap_expired,
     recover_dead_workers,
     start_queued,
@@ -43,7 +49,7 @@ class Worker:
         self.ctx = ctx
         # host:machine:boot:pid:nonce — lets a restarted worker on the same machine tell that the
         # owner of a running job is gone (other boot, or dead pid) without waiting for its lease.
-        self.machine = f"{socket.gethostname()}:{machine_id()}:"
+        self.machine = machine_prefix()
         self.id = worker_id or f"{self.machine}{boot_id()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -56,12 +62,7 @@ class Worker:
     def start(self) -> None:
         try:
             if machine_id():  # without a machine id, other hosts' ids could look like ours
-                with self.ctx.db.transaction() as session:
-                    ended = recover_dead_workers(
-                        session, self.ctx.settings, self.machine, self._alive
-                    )
-                if ended:
-                    log.warning("worker %s: ended jobs of dead workers: %s", self.id, ended)
+                self.recover()
         except Exception:
             log.exception("worker %s: start-up recovery failed; leases will expire", self.id)
         for root in run_dir_roots(self.ctx.settings.data_dir):
@@ -81,13 +82,32 @@ class Worker:
             return False  # this machine has rebooted since
         return int(parts[2]) == os.getpid() or pid_alive(int(parts[2]))
 
+    def recover(self) -> list[int]:
+        """End the runs of this machine's dead workers' jobs (orphans found by their tags),
+        then the jobs themselves, without waiting for their leases."""
+        with self.ctx.db.read_session() as session:
+            jobs = dead_workers_jobs(session, self._alive)
+        ended = {j.id for j in jobs if end_local_run(j, self.ctx.settings.kill_grace)}
+        with self.ctx.db.transaction() as session:
+            recovered = recover_dead_workers(session, self.ctx.settings, jobs, ended)
+        if recovered:
+            log.warning("worker %s: ended jobs of dead workers: %s", self.id, recovered)
+        return recovered
+
     def maintain(self) -> None:
         """Reclaim expired leases and start queued jobs of idle clusters."""
         with self.ctx.db.read_session() as session:
             if not needs_maintenance(session):
                 return
+            expired = expired_jobs(session)
+        # a run on this machine is ended before its lock moves on; one elsewhere is fenced
+        ended = {
+            j.id
+            for j in expired
+            if on_this_boot(j.worker_id) and end_local_run(j, self.ctx.settings.kill_grace)
+        }
         with self.ctx.db.transaction() as session:
-            reaped = reap_expired(session, self.ctx.settings)
+            reaped = reap_expired(session, self.ctx.settings, ended)
         with self.ctx.db.transaction() as session:
             started = start_queued(session, self.ctx.settings)
         if reaped:
@@ -98,28 +118,36 @@ class Worker:
     def wake(self) -> None:
         self._wake.set()
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """Stop claiming; stop running playbooks (their jobs fail with the reason) and wait."""
+    def stop(self, grace: float | None = None) -> None:
+        """Shut down: stop claiming, let running jobs finish for ``grace`` seconds
+        (``RKE2M_SHUTDOWN_GRACE``), then end their runs; each such job fails saying so, and its
+        lock passes on only after its run has ended."""
+        settings = self.ctx.settings
+        grace = settings.shutdown_grace if grace is None else grace
         self._stopping.set()
         self._wake.set()
+        deadline = time.monotonic() + grace
         with self._guard:
             running = list(self._running.values())
-        for _, signal in running:
-            signal.stop(f"worker {self.id} shut down while the job ran")
         for thread, _ in running:
-            thread.join(timeout)
+            thread.join(max(0.0, deadline - time.monotonic()))
+        for thread, signal in running:
+            if thread.is_alive():
+                signal.stop(f"worker {self.id} shut down while the job ran")
+        for thread, _ in running:
+            thread.join(settings.kill_grace + 30)
         if self._thread is not None:
-            self._thread.join(timeout)
+            self._thread.join(30)
         if self._listener is not None:
             self._listener.stop()
 
-    def stop_job(self, job_id: int, reason: str) -> bool:
-        """Ask a job running here to stop; False if it does not run here."""
+    def stop_job(self, job_id: int, reason: str, status: JobStatus = JobStatus.FAILED) -> bool:
+        """Ask a job running here to end its run and settle; False if it does not run here."""
         with self._guard:
             entry = self._running.get(job_id)
         if entry is None:
             return False
-        entry[1].stop(reason)
+        entry[1].stop(reason, status)
         return True
 
     @property
@@ -203,14 +231,15 @@ class Worker:
 
     def _renew(self, claim: Claim, signal: StopSignal) -> None:
         """Renew the lease every TTL/3; in between, check every second that the lock is still
-        ours (a cancel or force-unlock takes it away) and stop the run as soon as it is not."""
+        ours and that no one asked the job to stop (cancel, force-unlock), and stop the run as
+        soon as either happens."""
         settings = self.ctx.settings
         renewed = time.monotonic()
         while not signal.wait(min(settings.lock_check_interval, settings.lock_ttl / 3)):
             try:
                 if time.monotonic() - renewed >= settings.lock_ttl / 3:
                     with self.ctx.db.transaction() as session:
-                        held = renew_cluster_lock(
+                        renew_cluster_lock(
                             session,
                             claim.cluster_id,
                             claim.job_id,
@@ -218,24 +247,26 @@ class Worker:
                             settings.lock_ttl,
                         )
                     renewed = time.monotonic()
-                else:
-                    with self.ctx.db.read_session() as session:
-                        held = (
-                            session.scalar(
-                                select(Cluster.id).where(
-                                    Cluster.id == claim.cluster_id,
-                                    Cluster.current_job_id == claim.job_id,
-                                    Cluster.lock_token == claim.token,
-                                )
-                            )
-                            is not None
+                with self.ctx.db.read_session() as session:
+                    held = session.execute(
+                        select(Job.stop_status, Job.stop_reason)
+                        .join(Cluster, Cluster.current_job_id == Job.id)
+                        .where(
+                            Job.id == claim.job_id,
+                            Cluster.id == claim.cluster_id,
+                            Cluster.lock_token == claim.token,
                         )
+                    ).first()
             except Exception:
                 log.exception("job %s: lease check failed; will retry", claim.job_id)
                 continue
-            if not held:
-                log.warning("job %s lost its lock; stopping its run", claim.job_id)
+            if held is None:
+                log.warning("job %s lost its lock; ending its run", claim.job_id)
                 signal.stop("lost the cluster lock")
+                return
+            if held.stop_status is not None:
+                log.info("job %s: asked to stop (%s); ending its run", claim.job_id, held[1])
+                signal.stop(held.stop_reason or "stopped", JobStatus(held.stop_status))
                 return
 
     def _loop(self) -> None:

@@ -10,10 +10,12 @@ between runs of the same cluster with the same key (see :mod:`.ssh`).
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import sys
 import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,9 +24,12 @@ from typing import Any
 import ansible_runner
 
 from rke2_manager.execution.events import HostEvent, interpret, redact
+from rke2_manager.execution.procs import RUN_ENV, RunProcess, end_run, leader
 from rke2_manager.execution.run_inputs import HostSpec, learned_host_keys, write_run_inputs
 from rke2_manager.execution.ssh import ssh_env
 from rke2_manager.netpolicy import check_allowed
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "HostSpec",
@@ -59,6 +64,11 @@ class RunSpec:
     """Seconds each task may take on a host (``RKE2M_TASK_TIMEOUT``, Ansible's
     ``task_timeout``); a task cut off is a ``failed`` fact that says so."""
     allowed_networks: list[str] = field(default_factory=list)
+    run_tag: str = "untracked"
+    """Every process of the run carries ``RKE2M_RUN=<run_tag>`` (:mod:`.procs`); record it
+    before the run starts, so the run can be ended even if this process dies."""
+    kill_grace: float = 10.0
+    """Seconds between SIGTERM and SIGKILL when the run is ended (``RKE2M_KILL_GRACE``)."""
 
     @property
     def secrets(self) -> list[str]:
@@ -119,7 +129,9 @@ def _envvars(spec: RunSpec, known_hosts: Path) -> dict[str, str]:
         "ANSIBLE_TIMEOUT": "10",
         # a host that accepts SSH and then stalls would otherwise hold its task for ever
         "ANSIBLE_TASK_TIMEOUT": str(spec.task_timeout),
-        **ssh_env(spec.cluster_id, spec.ssh_key, known_hosts, spec.host_key_checking),
+        **ssh_env(spec.cluster_id, spec.run_tag, known_hosts, spec.host_key_checking),
+        # inherited by every process of the run, however it detaches (setsid, daemon)
+        RUN_ENV: spec.run_tag,
     }
 
 
@@ -128,12 +140,20 @@ def run_playbook(
     on_host: Callable[[HostEvent], None],
     on_output: Callable[[list[str]], None],
     should_cancel: Callable[[], bool],
+    on_start: Callable[[RunProcess], None] | None = None,
+    on_tick: Callable[[], None] | None = None,
 ) -> RunOutcome:
     """Run ``spec.playbook`` to the end (or until ``should_cancel`` says stop).
 
-    ``on_host`` gets each host fact as it happens, ``on_output`` the redacted output lines.
+    ``on_host`` gets each host fact as it happens, ``on_output`` the redacted output lines,
+    ``on_start`` the run's ansible-playbook process once it is found; ``on_tick`` is called
+    every 0.2 s from another thread (to store what waits while a task runs long). When
+    ``should_cancel`` turns true, every process of the run is ended (:func:`.procs.end_run`);
+    whatever happens, none is left when this returns (or raises).
+
     Raises AddressNotAllowed before anything runs if a host lies outside the allowed networks,
-    FileNotFoundError if the playbook is missing.
+    FileNotFoundError if the playbook is missing, RunNotEnded if processes of the run survive
+    SIGKILL.
     """
     for host in spec.hosts:
         check_allowed(host.address, spec.allowed_networks)
@@ -145,8 +165,14 @@ def run_playbook(
     private_dir = Path(
         tempfile.mkdtemp(prefix=f"{RUN_DIR_PREFIX}{os.getpid()}-", dir=spec.run_root)
     )
+    started = threading.Event()
 
     def handle(event: dict[str, Any]) -> bool:
+        if not started.is_set():
+            started.set()
+            found = leader(spec.run_tag, os.getpid())
+            if found is not None and on_start is not None:
+                on_start(found)
         fact = interpret(event, spec.task_timeout)
         if fact is not None:
             on_host(fact)
@@ -155,6 +181,13 @@ def run_playbook(
             on_output(redact(str(stdout), secrets).splitlines())
         return False  # ours is the only copy of the event we need: do not keep it on disk
 
+    done = threading.Event()
+    stopper = threading.Thread(
+        target=_stop_when_asked,
+        args=(spec, should_cancel, done, on_tick),
+        name=f"stop-{spec.run_tag}",
+        daemon=True,
+    )
     kubeconfig = private_dir / "kubeconfig.yaml"
     try:
         known_hosts = write_run_inputs(
@@ -165,6 +198,7 @@ def run_playbook(
             ssh_port=spec.ssh_port,
             host_key_checking=spec.host_key_checking,
         )
+        stopper.start()
         runner = ansible_runner.run(
             private_data_dir=str(private_dir),
             playbook=str(spec.playbook.resolve()),
@@ -187,4 +221,32 @@ def run_playbook(
             status=str(runner.status), rc=runner.rc, kubeconfig=fetched, host_keys=learned
         )
     finally:
+        done.set()
+        # ansible-runner kills only ansible-playbook's process group; its forks (setsid) and
+        # the SSH masters are ended here, success or not, before the job may settle
+        left = end_run(spec.run_tag, spec.kill_grace)
+        if left:
+            log.info("run %s: ended %d process(es) left after the playbook", spec.run_tag, left)
         shutil.rmtree(private_dir, ignore_errors=True)
+
+
+def _stop_when_asked(
+    spec: RunSpec,
+    should_cancel: Callable[[], bool],
+    done: threading.Event,
+    on_tick: Callable[[], None] | None,
+) -> None:
+    """End the run's processes as soon as ``should_cancel`` says so (ansible-runner itself
+    looks only every few seconds, and only at ansible-playbook's own process group)."""
+    while not done.wait(0.2):
+        if should_cancel():
+            try:
+                end_run(spec.run_tag, spec.kill_grace)
+            except Exception:
+                log.exception("run %s: could not end it on request", spec.run_tag)
+            return
+        if on_tick is not None:
+            try:
+                on_tick()
+            except Exception:
+                log.exception("run %s: tick failed", spec.run_tag)

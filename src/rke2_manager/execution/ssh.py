@@ -1,9 +1,10 @@
-"""SSH settings of a run: connections shared per cluster and key, host keys pinned.
+"""SSH settings of a run: connections shared within the run only, host keys pinned.
 
-ControlPersist keeps a connection open for 60 s after a run; the next run reaching the same
-``user@host:port`` reuses it *without authenticating again*. So the socket's name carries the
-cluster id and a hash of the private key: a run of another cluster, or with another key, never
-rides on a connection it could not have opened itself.
+A run's tasks share one connection per host (ControlMaster), and that connection belongs to the
+run: the socket's name carries the run's tag, so no other run — of another cluster, with another
+key, or the next job of the same cluster — ever rides on it without authenticating, and ending
+the run's processes (:mod:`.procs`; the master carries the run's tag too) closes its sessions
+on the nodes. ControlPersist only bounds how long a master the run could not end would linger.
 """
 
 from __future__ import annotations
@@ -41,28 +42,28 @@ def control_dir() -> Path:
     return path
 
 
-def key_hash(private_key: str | None) -> str:
-    """A short, stable name for a private key (not reversible to the key)."""
-    return hashlib.sha256((private_key or "").encode()).hexdigest()[:16]
+def short_hash(value: str) -> str:
+    """A short, stable name for ``value`` (not reversible to it)."""
+    return hashlib.sha256(value.encode()).hexdigest()[:16]
 
 
 #: Longest Unix socket path on Linux is 107 bytes; ssh adds a temporary suffix while binding.
 MAX_SOCKET_PATH = 100
 
 
-def control_path(cluster_id: int, private_key: str | None) -> str:
-    """The ControlPath of the cluster's connections made with ``private_key``.
+def control_path(cluster_id: int, run_tag: str) -> str:
+    """The ControlPath of the connections of the run tagged ``run_tag`` (of ``cluster_id``).
 
     Raises ControlDirError if the socket path would be too long (a long ``TMPDIR``).
     """
-    path = f"{control_dir()}/c{cluster_id}-{key_hash(private_key)}-%C"
+    path = f"{control_dir()}/c{cluster_id}-{short_hash(run_tag)}-%C"
     if len(path.encode()) - 2 + 40 > MAX_SOCKET_PATH:  # %C expands to 40 hex digits
         raise ControlDirError(f"SSH control socket path {path} is too long: shorten TMPDIR")
     return path
 
 
 def ssh_env(
-    cluster_id: int, private_key: str | None, known_hosts: Path, host_key_checking: bool
+    cluster_id: int, run_tag: str, known_hosts: Path, host_key_checking: bool
 ) -> dict[str, str]:
     """Ansible's SSH settings for a run (environment variables; nothing secret in them).
 
@@ -73,7 +74,7 @@ def ssh_env(
     args = [
         "-o ControlMaster=auto",
         f"-o ControlPersist={CONTROL_PERSIST}",
-        "-o " + shlex.quote(f'ControlPath="{control_path(cluster_id, private_key)}"'),
+        "-o " + shlex.quote(f'ControlPath="{control_path(cluster_id, run_tag)}"'),
         "-o ServerAliveInterval=15",
         "-o ServerAliveCountMax=4",
     ]

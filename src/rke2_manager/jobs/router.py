@@ -13,6 +13,7 @@ from rke2_manager.api.auth import VIEWER, OperatorActor
 from rke2_manager.api.deps import MAX_ID, CtxDep, JobId, ReadSessionDep
 from rke2_manager.jobs import service
 from rke2_manager.jobs.schemas import JobLog, JobOut, LogLine, job_out
+from rke2_manager.jobs.stopping import end_stopped
 from rke2_manager.models import JobStatus
 from rke2_manager.operations.control import cancel_job as cancel
 
@@ -38,13 +39,15 @@ def get_job(job_id: JobId, session: ReadSessionDep) -> JobOut:
 
 @router.post("/{job_id}/cancel", response_model=JobOut)
 def cancel_job(job_id: JobId, ctx: CtxDep, actor: OperatorActor, tasks: BackgroundTasks) -> JobOut:
-    """Cancel a queued job (it leaves the queue) or a running one (its playbook is stopped,
-    its nodes' state recorded as unknown, the lock passed on); 409 if it already ended."""
+    """Cancel a queued job (it leaves the queue) or a running one: its run is ended (every
+    process of it), then its nodes' state is recorded as unknown and the lock passed on; the
+    answer comes once that is done. 409 if the job has already ended."""
     with ctx.db.transaction() as session:
-        out = job_out(cancel(session, ctx.settings, job_id, actor))
-    ctx.stop_job(job_id, out.reason or "canceled")
+        job = cancel(session, ctx.settings, job_id, actor)
+    if not JobStatus(job.status).is_final:
+        job = end_stopped(ctx, job_id)  # the run is ended before the lock moves on
     tasks.add_task(ctx.wake_workers)
-    return out
+    return job_out(job)
 
 
 @router.get("/{job_id}/log", response_model=JobLog, dependencies=[VIEWER])

@@ -15,6 +15,15 @@ class JobNode(BaseModel):
     role: str
 
 
+class HostProgress(BaseModel):
+    """Where one host of a running job is: the task it is in now (null between tasks), the
+    last task it finished, and since when. A host whose ``since`` stays old is stuck."""
+
+    task: str | None = None
+    last: str | None = None
+    since: datetime | None = None
+
+
 class JobOut(BaseModel):
     id: int
     cluster_id: int
@@ -25,6 +34,10 @@ class JobOut(BaseModel):
     warnings: list[str]
     requested_by: str
     predecessor_id: int | None
+    progress: dict[str, HostProgress]
+    """Per host of the run (targets and the servers it works through), updated as it runs."""
+    worker_id: str | None
+    """The worker running the job (``host:machine:boot:pid:nonce``), once one has claimed it."""
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -75,6 +88,12 @@ def job_out(job: Any) -> JobOut:
         warnings=job.warnings,
         requested_by=job.requested_by,
         predecessor_id=job.predecessor_id,
+        progress={
+            host: HostProgress.model_validate(entry)
+            for host, entry in (job.progress or {}).items()
+            if isinstance(entry, dict)
+        },
+        worker_id=job.worker_id,
         created_at=job.created_at,
         started_at=job.started_at,
         finished_at=job.finished_at,

@@ -10,6 +10,8 @@ from pydantic import Field
 from rke2_manager.api.auth import AdminActor
 from rke2_manager.api.deps import MAX_ID, ClusterId, CtxDep
 from rke2_manager.jobs.schemas import JobOut, job_out
+from rke2_manager.jobs.stopping import end_stopped
+from rke2_manager.models import JobStatus
 from rke2_manager.operations.control import force_unlock
 from rke2_manager.validation import StrictModel
 
@@ -31,11 +33,12 @@ def force_unlock_cluster(
     tasks: BackgroundTasks,
 ) -> JobOut:
     """Stop the job holding the cluster's lock and free the lock; 409 if ``job_id`` does not
-    hold it. The job ends ``canceled`` with who and why; an audit entry records it."""
+    hold it. The job's run is ended first (if its worker does not within
+    ``RKE2M_STOP_TIMEOUT``, here when it runs on this machine; else the nodes' fences refuse
+    it); the job ends ``canceled`` with who and why; an audit entry records it."""
     with ctx.db.transaction() as session:
-        out = job_out(
-            force_unlock(session, ctx.settings, cluster_id, body.job_id, body.reason, actor)
-        )
-    ctx.stop_job(body.job_id, out.reason or "force-unlocked")
+        job = force_unlock(session, ctx.settings, cluster_id, body.job_id, body.reason, actor)
+    if not JobStatus(job.status).is_final:
+        job = end_stopped(ctx, body.job_id)  # the run is ended before the lock moves on
     tasks.add_task(ctx.wake_workers)
-    return out
+    return job_out(job)

@@ -5,8 +5,7 @@ clusters. Services flush; callers commit.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
+from collections.abc import Callable, Container, Sequence
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -15,6 +14,7 @@ from rke2_manager import audit
 from rke2_manager.cluster_lock import lock_cluster_row
 from rke2_manager.config import Settings
 from rke2_manager.errors import Conflict, NotFound
+from rke2_manager.jobs.stopping import UNCONFIRMED, machine_prefix, request_stop
 from rke2_manager.models import Cluster, Job, JobStatus, LockStatus, utcnow
 from rke2_manager.operations.dispatch import cancel_successors, queued_jobs, start_next
 from rke2_manager.settle import settle
@@ -22,9 +22,22 @@ from rke2_manager.settle import settle
 LEASE_EXPIRED = "lock lease expired: worker lost"
 
 
+def _stop(session: Session, settings: Settings, job: Job, status: JobStatus, reason: str) -> None:
+    """End a running job now if no worker runs it yet, else ask its worker to (it settles the
+    job once its run has ended; see :func:`rke2_manager.jobs.stopping.end_stopped`)."""
+    if job.worker_id is None:
+        settle(session, settings, job, status, reason)
+    else:
+        request_stop(job, status, reason)
+
+
 def cancel_job(session: Session, settings: Settings, job_id: int, actor: str) -> Job:
-    """Cancel a queued job (it leaves the queue) or a running one (its run is stopped, the lock
-    passes on). Raises NotFound, Conflict if the job has already ended."""
+    """Cancel a queued job (it leaves the queue) or a running one (its run is ended, then the
+    lock passes on). Raises NotFound, Conflict if the job has already ended.
+
+    A running job that a worker has claimed is only asked to stop here (``job.stop_status``);
+    the caller then waits with :func:`~rke2_manager.jobs.stopping.end_stopped`.
+    """
     job = session.get(Job, job_id)
     if job is None:
         raise NotFound(f"Job {job_id} not found")
@@ -37,7 +50,7 @@ def cancel_job(session: Session, settings: Settings, job_id: int, actor: str) ->
         job.status, job.reason, job.finished_at = JobStatus.CANCELED, reason, utcnow()
         cancel_successors(session, job)
     else:
-        settle(session, settings, job, JobStatus.CANCELED, reason)
+        _stop(session, settings, job, JobStatus.CANCELED, reason)
     audit.record(session, actor, "job.cancel", job.cluster_id, job.id)
     return job
 
@@ -46,7 +59,8 @@ def force_unlock(
     session: Session, settings: Settings, cluster_id: int, job_id: int, reason: str, actor: str
 ) -> Job:
     """Admin: free the lock held by ``job_id`` (which the caller must name, like
-    ``terraform force-unlock``); the job ends ``canceled`` with who and why.
+    ``terraform force-unlock``); the job ends ``canceled`` with who and why, once its run has
+    ended (asked here; the caller waits with :func:`~rke2_manager.jobs.stopping.end_stopped`).
 
     Raises NotFound, Conflict (409) if the cluster is not locked or another job holds it.
     """
@@ -62,7 +76,7 @@ def force_unlock(
         )
     job = session.get(Job, job_id)
     assert job is not None
-    settle(session, settings, job, JobStatus.CANCELED, f"force-unlocked by {actor}: {reason}")
+    _stop(session, settings, job, JobStatus.CANCELED, f"force-unlocked by {actor}: {reason}")
     audit.record(session, actor, "cluster.force_unlock", cluster_id, job_id, reason=reason)
     return job
 
@@ -86,10 +100,26 @@ def needs_maintenance(session: Session) -> bool:
     )
 
 
-def reap_expired(session: Session, settings: Settings) -> list[int]:
+def expired_jobs(session: Session) -> list[Job]:
+    """The running jobs whose lock lease has run out."""
+    return list(
+        session.scalars(
+            select(Job)
+            .join(Cluster, Cluster.current_job_id == Job.id)
+            .where(
+                Cluster.operation_status == LockStatus.RUNNING,
+                Cluster.lock_expires_at < utcnow(),
+            )
+        )
+    )
+
+
+def reap_expired(session: Session, settings: Settings, ended: Container[int] = ()) -> list[int]:
     """End the jobs whose lock lease ran out (their worker died) and pass their locks on.
 
-    Safe with several reapers at once: rows are taken ``FOR UPDATE SKIP LOCKED``.
+    ``ended``: jobs whose runs the caller has ended on this machine (the others' runs, on other
+    machines, are refused by the nodes' fences). Safe with several reapers at once: rows are
+    taken ``FOR UPDATE SKIP LOCKED``.
     """
     clusters = session.scalars(
         select(Cluster)
@@ -102,7 +132,10 @@ def reap_expired(session: Session, settings: Settings) -> list[int]:
         job = session.get(Job, cluster.current_job_id) if cluster.current_job_id else None
         if job is None:
             continue
-        settle(session, settings, job, JobStatus.FAILED, LEASE_EXPIRED)
+        reason = LEASE_EXPIRED
+        if job.worker_id is not None and job.id not in ended:
+            reason += f"; {UNCONFIRMED.format(worker=job.worker_id)}"
+        settle(session, settings, job, JobStatus.FAILED, reason)
         audit.record(session, "reaper", "job.lease_expired", cluster.id, job.id)
         reaped.append(job.id)
     return reaped
@@ -130,59 +163,39 @@ def start_queued(session: Session, settings: Settings) -> list[int]:
     return started
 
 
-def recover_dead_workers(
-    session: Session, settings: Settings, machine: str, alive: Callable[[str], bool]
-) -> list[int]:
-    """At start-up: end the running jobs of this machine's workers (ids starting with
-    ``machine``) that are gone (``alive`` says no), without waiting for their leases."""
+def dead_workers_jobs(session: Session, alive: Callable[[str], bool]) -> list[Job]:
+    """Running jobs of this machine's workers (ids starting with its prefix) that are gone."""
     jobs = session.scalars(
         select(Job).where(
-            Job.status == JobStatus.RUNNING, Job.worker_id.startswith(machine, autoescape=True)
+            Job.status == JobStatus.RUNNING,
+            Job.worker_id.startswith(machine_prefix(), autoescape=True),
         )
     ).all()
-    ended = []
-    for job in jobs:
-        if job.worker_id is None or alive(job.worker_id):
+    return [j for j in jobs if j.worker_id is not None and not alive(j.worker_id)]
+
+
+def recover_dead_workers(
+    session: Session, settings: Settings, jobs: Sequence[Job], ended: Container[int]
+) -> list[int]:
+    """At start-up: end the running ``jobs`` of this machine's dead workers whose runs are
+    ``ended`` (see :func:`~rke2_manager.jobs.stopping.end_local_run`), without waiting for their
+    leases. A job whose run could not be ended is left to its lease."""
+    recovered = []
+    for found in jobs:
+        if found.id not in ended:
             continue
-        lock_cluster_row(session, job.cluster_id, with_nodes=False)
-        session.refresh(job)
-        if job.status != JobStatus.RUNNING:
+        lock_cluster_row(session, found.cluster_id, with_nodes=False)
+        job = session.get(Job, found.id, populate_existing=True)
+        if job is None or job.status != JobStatus.RUNNING or job.worker_id != found.worker_id:
             continue
         settle(
             session,
             settings,
             job,
             JobStatus.FAILED,
-            f"worker {job.worker_id} stopped while the job ran (found at start-up)",
+            f"worker {job.worker_id} stopped while the job ran (found at start-up; "
+            "its run was ended)",
         )
         audit.record(session, "worker", "job.recovered", job.cluster_id, job.id)
-        ended.append(job.id)
-    return ended
-
-
-def _first_line(path: str) -> str:
-    try:
-        with open(path) as fh:
-            return fh.read().strip().replace("-", "")[:12]
-    except OSError:
-        return ""
-
-
-def machine_id() -> str:
-    """This machine's id (``/etc/machine-id``), or "" when it has none."""
-    return _first_line("/etc/machine-id")
-
-
-def boot_id() -> str:
-    """This boot's id: a worker id from another boot of this machine belongs to a dead worker."""
-    return _first_line("/proc/sys/kernel/random/boot_id")
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        recovered.append(job.id)
+    return recovered
