@@ -19,6 +19,12 @@ from units import Unit
 from views import cmd_list, cmd_show, cmd_status
 
 HERE = Path(__file__).resolve().parent
+#: The environment of the stand-in's service manager (PID 1's, as on a real host): whoever runs
+#: `systemctl start` passes none of theirs on (units.environment() builds the service's own).
+MANAGER_ENV = {
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "LANG": "C.UTF-8",
+}
 FLAGS_WITH_VALUE = {
     "-p",
     "--property",
@@ -123,6 +129,11 @@ def cmd_start(name: str, block: bool) -> int:
             proc = subprocess.Popen(
                 [sys.executable, str(HERE / "supervisor.py"), unit.name],
                 cwd="/",
+                # systemd's manager, not the caller, runs a service: nothing of the caller's
+                # environment reaches it (systemd.exec(5), "Environment Variables in Spawned
+                # Processes"). Playbooks rely on that: rke2-manager tags every process of a
+                # step with RKE2M_FENCE and ends stale ones, which RKE2 must never be.
+                env=MANAGER_ENV,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
