@@ -125,19 +125,18 @@ def test_without_host_key_checking_nothing_is_pinned(tmp_path: Path) -> None:
     assert inv["vars"]["ansible_become"] is True
 
 
-def test_control_path_names_cluster_and_key(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    a, b = control_path(7, "key-a"), control_path(7, "key-b")
-    assert a != b and control_path(8, "key-a") != a and control_path(7, "key-a") == a
-    assert "/c7-" in a and a.endswith("-%C") and "key-a" not in a
+def test_control_path_is_the_runs_own(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # one run's connections are never another run's (of this cluster or another)
+    a, b = control_path(7, "job3-aaaa"), control_path(7, "job4-bbbb")
+    assert a != b and control_path(8, "job3-aaaa") != a and control_path(7, "job3-aaaa") == a
+    assert "/c7-" in a and a.endswith("-%C") and "job3" not in a
     assert len(a) - 2 + 40 < 100  # %C expands to 40 characters; sockets need < 108
     assert stat.S_IMODE(Path(a).parent.stat().st_mode) == 0o700
     long_tmp = tmp_path / ("t" * 60)
     long_tmp.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(long_tmp))
     with pytest.raises(ControlDirError, match="too long"):
-        control_path(7, "key-a")
+        control_path(7, "job3-aaaa")
 
 
 LOCAL_PLAY = """\
