@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 import pytest
 
-from rke2_manager.operations.control import LEASE_EXPIRED
+from rke2_manager.jobs.reaper import LEASE_EXPIRED
 from tests.conftest import skip_or_fail
 from tests.live import free_port
 from tests.processes import (
@@ -287,7 +287,11 @@ def test_requests_answer_503_while_postgresql_is_down_and_jobs_recover(
         worker_concurrency=4,
         db_pool_size=3,
         db_max_overflow=7,
-        ansible_extra_vars={"stress_record_dir": str(record_dir), "stress_ticks": 30},
+        ansible_extra_vars={
+            "stress_record_dir": str(record_dir),
+            "stress_ticks": 30,
+            "stress_long_ticks": 30,
+        },
     )
     migrate(env)
     services: list[Service] = []
