@@ -26,6 +26,9 @@ T = TypeVar("T")
 #: Test-only playbooks that run locally and record every run (see record_run.sh there).
 STRESS_PLAYBOOKS = Path(__file__).parent / "playbooks_stress"
 FINAL = {"succeeded", "failed", "canceled"}
+#: The reason a job ends with when the lease reaper finds its lease ran out (docs/lock.md); the
+#: documented text, not an import, so these tests do not follow the modules around.
+LEASE_EXPIRED = "lock lease expired: worker lost"
 
 
 def wait_for(predicate: Callable[[], T], timeout: float, what: str, every: float = 0.2) -> T:

@@ -29,10 +29,10 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from rke2_manager.jobs.reaper import LEASE_EXPIRED
 from tests.conftest import _PG_PROBLEM, PG_ADMIN_URL, skip_or_fail
 from tests.processes import (
     FINAL,
+    LEASE_EXPIRED,
     Service,
     migrate,
     overlaps,

@@ -25,11 +25,11 @@ from typing import Any
 import httpx
 import pytest
 
-from rke2_manager.jobs.reaper import LEASE_EXPIRED
 from tests.conftest import skip_or_fail
 from tests.live import free_port
 from tests.processes import (
     FINAL,
+    LEASE_EXPIRED,
     Service,
     migrate,
     overlaps,
