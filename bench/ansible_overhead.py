@@ -49,7 +49,6 @@ sys.path.insert(0, str(ROOT))  # tests.lab: the SSH test hosts and the stand-in 
 
 from fastapi.testclient import TestClient  # noqa: E402
 
-from rke2_manager import jobrun  # noqa: E402
 from rke2_manager.api.app import create_app  # noqa: E402
 from rke2_manager.config import PACKAGE_DIR, Settings  # noqa: E402
 from rke2_manager.execution.ansible_service import (  # noqa: E402
@@ -59,6 +58,7 @@ from rke2_manager.execution.ansible_service import (  # noqa: E402
     _envvars,
 )
 from rke2_manager.execution.run_inputs import write_run_inputs  # noqa: E402
+from rke2_manager.jobs.runner import run as jobrun  # noqa: E402
 from tests.lab.fixtures import lab_unavailable  # noqa: E402
 from tests.lab.hosts import Lab  # noqa: E402
 from tests.lab.standin import build_artifact  # noqa: E402

@@ -1,9 +1,9 @@
 """Dispatch-latency benchmark: how soon the next job runs once a cluster's lock passes on.
 
 Runs in one process against a fresh database (a temp SQLite file, and a fresh database on the
-PostgreSQL server): the real job worker (``rke2_manager.worker.Worker``) and the real services,
-with the Ansible run replaced by a near-instant fake, so the figures measure dispatch, not
-Ansible. Three scenarios, each repeated ``--runs`` times:
+PostgreSQL server): the real job worker (``rke2_manager.jobs.runner.worker.Worker``) and the
+real services, with the Ansible run replaced by a near-instant fake, so the figures measure
+dispatch, not Ansible. Three scenarios, each repeated ``--runs`` times:
 
 (a) queue     job N holds the cluster (its fake playbook waits on a gate); job N+1, an install,
               is queued with ``on_busy="queue"``; the gate opens, N's ``finish`` transaction
@@ -20,14 +20,14 @@ Ansible. Three scenarios, each repeated ``--runs`` times:
               PostgreSQL the cancel's ``pg_notify`` wakes it through its LISTEN connection.
 
 Every delay is measured from the ending job's ``finished_at`` (set at the start of its
-``finish`` transaction) to: the commit of that transaction (the DB-level hand-over: the next
-job is ``running`` and holds the lock), the worker beginning the claim that takes it (the
-wake-up), that claim committed (the job runs in a worker), the next job's stored
-``started_at``, and its fake playbook being called. ``started_at`` is set by the claim and set
-again by ``jobrun.prepare``; the stored value is prepare's. The worker runs with each
-``--poll-intervals`` value (default: the setting's default and 0.05 s), which only matters when
-no wake-up arrives. Timing is reported, never asserted; on a busy machine the figures move a
-lot from run to run, so compare the rows of one run with each other.
+``finish`` transaction) to: the commit of that transaction (the DB-level hand-over: the next job
+is ``running`` and holds the lock), the worker beginning the claim that takes it (the wake-up),
+that claim committed (the job runs in a worker), the next job's stored ``started_at``, and its
+fake playbook being called. ``started_at`` is set by the claim and set again by
+``jobrun.prepare``; the stored value is prepare's. The worker runs with each ``--poll-
+intervals`` value (default: the setting's default and 0.05 s), which only matters when no wake-
+up arrives. Timing is reported, never asserted; on a busy machine the figures move a lot from
+run to run, so compare the rows of one run with each other.
 
     .venv/bin/python bench/dispatch_latency.py
     .venv/bin/python bench/dispatch_latency.py --databases sqlite --runs 50
@@ -62,19 +62,20 @@ from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import OperationalError
 
-from rke2_manager import jobrun, migrate
+from rke2_manager import migrate
 from rke2_manager.config import Settings
 from rke2_manager.context import AppContext
 from rke2_manager.db import Database
 from rke2_manager.execution.ansible_service import RunOutcome
-from rke2_manager.fencing import Claim
 from rke2_manager.guardrails import ProbeResult
+from rke2_manager.jobs.control import cancel_job
+from rke2_manager.jobs.create import start_install, start_scale_add
+from rke2_manager.jobs.runner import run as jobrun
+from rke2_manager.jobs.runner.fencing import Claim
+from rke2_manager.jobs.runner.worker import Worker
 from rke2_manager.models import Cluster, Job, JobStatus, LockStatus, Node, NodeStatus
-from rke2_manager.operations.control import cancel_job
-from rke2_manager.operations.service import start_install, start_scale_add
 from rke2_manager.validation import NodeIn
 from rke2_manager.vault import SecretBox
-from rke2_manager.worker import Worker
 
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 DEFAULT_POLL = Settings.model_fields["worker_poll_interval"].default

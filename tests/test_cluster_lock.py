@@ -10,7 +10,7 @@ from rke2_manager.cluster_lock import (
     release_cluster_lock,
     renew_cluster_lock,
 )
-from rke2_manager.db import Database
+from rke2_manager.db import Database, ReadOnlySession
 from rke2_manager.errors import ClusterBusy
 from rke2_manager.models import Cluster, Job
 from tests.factories import make_cluster
@@ -85,3 +85,18 @@ def test_failed_transaction_leaves_neither_job_nor_lock(db: Database) -> None:
     assert (row.operation_status, row.current_job_id, row.lock_token) == ("idle", None, 0)
     with db.read_session() as s:
         assert s.query(Job).count() == 0
+
+
+def test_a_read_session_cannot_write(db: Database) -> None:
+    """Writes go through ``Database.transaction()``; a change flushed through a read session
+    raises (and, to mypy, a ReadSession is not the WriteSession write services take)."""
+    cid = make_cluster(db)
+    with db.read_session() as session:
+        cluster = session.get(Cluster, cid)
+        assert cluster is not None
+        cluster.name = "renamed"
+        with pytest.raises(ReadOnlySession, match="a read session cannot write"):
+            session.flush()
+        session.rollback()
+    with db.read_session() as session:
+        assert session.get(Cluster, cid).name != "renamed"  # type: ignore[union-attr]

@@ -110,7 +110,7 @@ def client_loop(url: str, cluster_ids: list[int], seed: int, names: Any, codes: 
 def test_storm_keeps_one_running_job_per_cluster(
     settings: Settings, db: Database, monkeypatch: pytest.MonkeyPatch, seed: int
 ) -> None:
-    monkeypatch.setattr("rke2_manager.jobrun.run_playbook", fake_run)
+    monkeypatch.setattr("rke2_manager.jobs.runner.run.run_playbook", fake_run)
     settings.worker_poll_interval = 0.02
     settings.maintenance_interval = 0.2
     settings.worker_concurrency = 3

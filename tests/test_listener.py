@@ -9,10 +9,10 @@ import pytest
 from rke2_manager.config import Settings
 from rke2_manager.context import AppContext
 from rke2_manager.db import Database
+from rke2_manager.jobs.create import start_install
+from rke2_manager.jobs.runner.worker import Worker
 from rke2_manager.models import Job
-from rke2_manager.operations.service import start_install
 from rke2_manager.vault import SecretBox
-from rke2_manager.worker import Worker
 from tests.factories import FakeProber, make_cluster
 
 

@@ -15,8 +15,8 @@ from rke2_manager.api.app import create_app
 from rke2_manager.config import Settings
 from rke2_manager.db import Database
 from rke2_manager.errors import ClusterBusy
+from rke2_manager.jobs.create import start_install
 from rke2_manager.models import Cluster, Job
-from rke2_manager.operations.service import start_install
 from tests.factories import FakeProber, make_cluster
 from tests.live import live_server
 

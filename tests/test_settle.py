@@ -18,14 +18,14 @@ from sqlalchemy import select
 from rke2_manager.config import Settings
 from rke2_manager.db import Database
 from rke2_manager.execution.ansible_service import RunOutcome
-from rke2_manager.jobs.stopping import UNCONFIRMED, boot_id, machine_prefix
-from rke2_manager.models import Cluster, ClusterStage, Job, Node, NodeStatus, utcnow
-from rke2_manager.operations.control import (
+from rke2_manager.jobs.reaper import (
     LEASE_EXPIRED,
     dead_workers_jobs,
     reap_expired,
     recover_dead_workers,
 )
+from rke2_manager.jobs.stopping import UNCONFIRMED, boot_id, machine_prefix
+from rke2_manager.models import Cluster, ClusterStage, Job, Node, NodeStatus, utcnow
 from tests.factories import lock_cluster, make_cluster
 from tests.test_worker import lock_state, nodes, real_cluster, wait_job
 
@@ -52,8 +52,8 @@ def test_g3_agents_job_is_canceled_when_the_servers_job_cannot_record_its_end(
     def silent_run(*_: Any, **__: Any) -> RunOutcome:
         return RunOutcome(status="successful", rc=0)  # no host events: m2 stays INSTALLING
 
-    monkeypatch.setattr("rke2_manager.jobrun.finish", broken_finish)
-    monkeypatch.setattr("rke2_manager.jobrun.run_playbook", silent_run)
+    monkeypatch.setattr("rke2_manager.jobs.runner.run.finish", broken_finish)
+    monkeypatch.setattr("rke2_manager.jobs.runner.run.run_playbook", silent_run)
     cid = real_cluster(db, worker_client, [("m1", "127.0.10.1", "server", "ACTIVE")])
     r = worker_client.post(
         f"/api/clusters/{cid}/scale/add",
@@ -157,9 +157,10 @@ def test_the_fallback_leaves_an_install_failed_and_its_nodes_explained(
     def broken_finish(*_: Any, **__: Any) -> None:
         raise RuntimeError("database hiccup")
 
-    monkeypatch.setattr("rke2_manager.jobrun.finish", broken_finish)
+    monkeypatch.setattr("rke2_manager.jobs.runner.run.finish", broken_finish)
     monkeypatch.setattr(
-        "rke2_manager.jobrun.run_playbook", lambda *_, **__: (_ for _ in ()).throw(OSError("x"))
+        "rke2_manager.jobs.runner.run.run_playbook",
+        lambda *_, **__: (_ for _ in ()).throw(OSError("x")),
     )
     cid = real_cluster(db, worker_client, [("m1", "127.0.10.1", "server", "PENDING")])
     job = wait_job(worker_client, worker_client.post(f"/api/jobs/install/{cid}").json()["job_id"])
@@ -185,9 +186,9 @@ def test_when_passing_the_lock_on_fails_too_the_lock_is_still_released_and_the_q
         go.wait(30)
         return RunOutcome(status="successful", rc=0)
 
-    monkeypatch.setattr("rke2_manager.jobrun.finish", broken)
-    monkeypatch.setattr("rke2_manager.settle.pass_on", broken)
-    monkeypatch.setattr("rke2_manager.jobrun.run_playbook", silent_run)
+    monkeypatch.setattr("rke2_manager.jobs.runner.run.finish", broken)
+    monkeypatch.setattr("rke2_manager.jobs.settle.pass_on", broken)
+    monkeypatch.setattr("rke2_manager.jobs.runner.run.run_playbook", silent_run)
     cid = real_cluster(db, worker_client, [("m1", "127.0.10.1", "server", "ACTIVE")])
     r = worker_client.post(
         f"/api/clusters/{cid}/scale/add",

@@ -12,9 +12,9 @@ from fastapi.testclient import TestClient
 from rke2_manager.config import Settings
 from rke2_manager.db import Database
 from rke2_manager.execution.events import HostEvent
-from rke2_manager.jobrun import _outcome_reason
+from rke2_manager.jobs.runner.nodestatus import Progress
+from rke2_manager.jobs.runner.run import _outcome_reason
 from rke2_manager.models import Operation
-from rke2_manager.nodestatus import Progress
 from tests.factories import PLAY_HEADER
 from tests.test_worker import lock_state, nodes, real_cluster, wait_job
 

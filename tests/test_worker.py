@@ -101,7 +101,7 @@ def test_exception_in_job_code_fails_job_and_releases(
         raise RuntimeError("boom")
 
     if where == "adapter":
-        monkeypatch.setattr("rke2_manager.jobrun.run_playbook", boom)
+        monkeypatch.setattr("rke2_manager.jobs.runner.run.run_playbook", boom)
     else:
         monkeypatch.setattr(ansible_service.ansible_runner, "run", boom)
     cid = real_cluster(db, worker_client)

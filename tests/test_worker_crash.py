@@ -21,12 +21,12 @@ from rke2_manager import migrate
 from rke2_manager.config import Settings
 from rke2_manager.context import AppContext
 from rke2_manager.db import Database
+from rke2_manager.jobs.create import start_scale_add
+from rke2_manager.jobs.reaper import LEASE_EXPIRED
+from rke2_manager.jobs.runner.worker import Worker
 from rke2_manager.models import Cluster, Job, JobLogLine, Node
-from rke2_manager.operations.control import LEASE_EXPIRED
-from rke2_manager.operations.service import start_scale_add
 from rke2_manager.validation import NodeIn
 from rke2_manager.vault import SecretBox
-from rke2_manager.worker import Worker
 from tests.factories import FakeProber, make_cluster, write_playbooks
 
 TTL = 3.0

@@ -97,9 +97,9 @@ def run_worker() -> None:
     from rke2_manager import migrate
     from rke2_manager.context import AppContext
     from rke2_manager.db import Database
+    from rke2_manager.jobs.runner.worker import Worker
     from rke2_manager.probe import make_prober
     from rke2_manager.vault import SecretBox
-    from rke2_manager.worker import Worker
 
     _logging()
     settings = get_settings()

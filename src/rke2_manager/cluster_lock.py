@@ -15,22 +15,23 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from sqlalchemy import select, text, update
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import selectinload
 
+from rke2_manager.db import WriteSession
 from rke2_manager.errors import ClusterBusy, NotFound
 from rke2_manager.models import Cluster, Job, JobStatus, LockStatus, utcnow
 
 JOBS_CHANNEL = "rke2m_jobs"
 
 
-def notify_workers(session: Session) -> None:
+def notify_workers(session: WriteSession) -> None:
     """On PostgreSQL, wake every listening worker when this transaction commits (a job now
     holds a lock and waits to be claimed). Elsewhere workers poll."""
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": JOBS_CHANNEL})
 
 
-def lock_cluster_row(session: Session, cluster_id: int, with_nodes: bool = True) -> Cluster:
+def lock_cluster_row(session: WriteSession, cluster_id: int, with_nodes: bool = True) -> Cluster:
     """Read the cluster row for update; nothing can change it until the transaction ends.
 
     Raises NotFound if there is no such cluster.
@@ -56,7 +57,7 @@ def ensure_idle(cluster: Cluster) -> None:
 
 
 def acquire_cluster_lock(
-    session: Session, cluster: Cluster, job: Job, ttl: float, now: datetime | None = None
+    session: WriteSession, cluster: Cluster, job: Job, ttl: float, now: datetime | None = None
 ) -> int:
     """Give the lock of ``cluster`` (already locked for update) to ``job``; return its token.
 
@@ -88,7 +89,7 @@ def _held_by(job_id: int, token: int):  # type: ignore[no-untyped-def]
     )
 
 
-def holds_lock(session: Session, cluster_id: int, job_id: int, token: int) -> bool:
+def holds_lock(session: WriteSession, cluster_id: int, job_id: int, token: int) -> bool:
     """True if ``job_id`` with fencing ``token`` still holds the lock; locks the row for update."""
     row = session.execute(
         select(Cluster.id)
@@ -99,7 +100,7 @@ def holds_lock(session: Session, cluster_id: int, job_id: int, token: int) -> bo
 
 
 def renew_cluster_lock(
-    session: Session, cluster_id: int, job_id: int, token: int, ttl: float
+    session: WriteSession, cluster_id: int, job_id: int, token: int, ttl: float
 ) -> bool:
     """Extend the lease; False if the job no longer holds the lock (it must stop)."""
     result = session.execute(
@@ -112,7 +113,7 @@ def renew_cluster_lock(
     return rowcount == 1
 
 
-def release_cluster_lock(session: Session, cluster_id: int, job_id: int, token: int) -> bool:
+def release_cluster_lock(session: WriteSession, cluster_id: int, job_id: int, token: int) -> bool:
     """Return the cluster to idle if, and only if, ``job_id`` with ``token`` holds the lock.
 
     Called from ``finally`` blocks; returns False (and changes nothing) for a stale holder.
@@ -134,7 +135,7 @@ def release_cluster_lock(session: Session, cluster_id: int, job_id: int, token: 
 
 
 def hand_over_cluster_lock(
-    session: Session, cluster: Cluster, job_id: int, token: int, successor: Job, ttl: float
+    session: WriteSession, cluster: Cluster, job_id: int, token: int, successor: Job, ttl: float
 ) -> int | None:
     """Pass the lock of ``cluster`` (already locked for update) from ``job_id`` straight to
     ``successor`` (G3), with no idle moment in between for another job to slip into. Returns the

@@ -7,8 +7,8 @@ from typing import Protocol
 
 from rke2_manager.config import Settings
 from rke2_manager.db import Database
+from rke2_manager.jobs.create import Prober
 from rke2_manager.models import JobStatus
-from rke2_manager.operations.service import Prober
 from rke2_manager.vault import SecretBox
 
 

@@ -90,6 +90,26 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     return create_engine(url, **kwargs)
 
 
+class WriteSession(Session):
+    """A session that may write: made by :meth:`Database.write_session` (on SQLite it begins
+    with ``BEGIN IMMEDIATE``). Services that write take this type, so passing them a
+    :class:`ReadSession` is a type error."""
+
+
+class ReadSession(Session):
+    """A session for reads only (:meth:`Database.read_session`). Not a :class:`WriteSession`
+    to the type checker; at run time, flushing a change through it raises ReadOnlySession."""
+
+    def flush(self, objects: Any = None) -> None:
+        if self.new or self.dirty or self.deleted:
+            raise ReadOnlySession("a read session cannot write; use Database.transaction()")
+        super().flush(objects)
+
+
+class ReadOnlySession(RuntimeError):
+    """A change was flushed through a :class:`ReadSession`."""
+
+
 class Database:
     """An engine with two session factories: reads, and writes that lock up front on SQLite.
 
@@ -101,9 +121,11 @@ class Database:
     def __init__(self, url: str, *, box: SecretBox | None = None, **kwargs: Any) -> None:
         self.engine = make_engine(url, **kwargs)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
-        self._read = sessionmaker(self.engine, expire_on_commit=False)
+        self._read = sessionmaker(self.engine, class_=ReadSession, expire_on_commit=False)
         self._write = sessionmaker(
-            self.engine.execution_options(**{WRITE_OPTION: True}), expire_on_commit=False
+            self.engine.execution_options(**{WRITE_OPTION: True}),
+            class_=WriteSession,
+            expire_on_commit=False,
         )
         self.box: SecretBox | None = None
         if box is not None:
@@ -122,19 +144,19 @@ class Database:
             factory.configure(info={BOX_INFO: box})
             install_session_redaction(factory, box)
 
-    def read_session(self) -> Session:
+    def read_session(self) -> ReadSession:
         return self._read()
 
-    def write_session(self) -> Session:
+    def write_session(self) -> WriteSession:
         return self._write()
 
     @contextmanager
-    def transaction(self, write: bool = True) -> Iterator[Session]:
+    def transaction(self) -> Iterator[WriteSession]:
         """One unit of work: commit on success, roll back on any exception.
 
         This is the only commit point outside the request dependency; services only flush.
         """
-        session = self.write_session() if write else self.read_session()
+        session = self.write_session()
         try:
             yield session
             session.commit()

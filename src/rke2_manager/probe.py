@@ -6,8 +6,8 @@ import socket
 
 from rke2_manager.config import Settings
 from rke2_manager.guardrails import ProbeResult
+from rke2_manager.jobs.create import Prober
 from rke2_manager.netpolicy import AddressNotAllowed, check_allowed
-from rke2_manager.operations.service import Prober
 
 
 def make_prober(settings: Settings) -> Prober:

@@ -23,14 +23,14 @@ from rke2_manager.config import Settings, get_settings
 from rke2_manager.context import AppContext
 from rke2_manager.datadir import prepare_data_dir
 from rke2_manager.db import Database
+from rke2_manager.jobs.create import Prober
 from rke2_manager.jobs.router import router as jobs_router
+from rke2_manager.jobs.runner.worker import Worker
 from rke2_manager.operations.admin import router as admin_router
 from rke2_manager.operations.router import router as operations_router
-from rke2_manager.operations.service import Prober
 from rke2_manager.probe import make_prober
 from rke2_manager.tokens.router import router as tokens_router
 from rke2_manager.vault import SecretBox
-from rke2_manager.worker import Worker
 
 log = logging.getLogger(__name__)
 

@@ -7,9 +7,9 @@ from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, Path, Request
-from sqlalchemy.orm import Session
 
 from rke2_manager.context import AppContext
+from rke2_manager.db import ReadSession
 
 MAX_ID = 2_147_483_647
 
@@ -22,7 +22,7 @@ def get_ctx(request: Request) -> AppContext:
 CtxDep = Annotated[AppContext, Depends(get_ctx)]
 
 
-def _read_session(ctx: CtxDep) -> Iterator[Session]:
+def _read_session(ctx: CtxDep) -> Iterator[ReadSession]:
     session = ctx.db.read_session()
     try:
         yield session
@@ -35,7 +35,7 @@ def _read_session(ctx: CtxDep) -> Iterator[Session]:
 # thread-pool thread than the endpoint, and with every pool thread blocked waiting for the
 # cluster row (FOR UPDATE / BEGIN IMMEDIATE) the lock holder could never get a thread to commit.
 # Mutating endpoints run their whole unit of work in one thread: ``with ctx.db.transaction()``.
-ReadSessionDep = Annotated[Session, Depends(_read_session, scope="function")]
+ReadSessionDep = Annotated[ReadSession, Depends(_read_session, scope="function")]
 
 ClusterId = Annotated[int, Path(ge=1, le=MAX_ID, description="cluster id")]
 JobId = Annotated[int, Path(ge=1, le=MAX_ID, description="job id")]

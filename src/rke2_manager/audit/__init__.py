@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
+from rke2_manager.db import WriteSession
 from rke2_manager.models import ApiRole, ApiToken, AuditEntry
 
 #: Actors that act with every role: protected mode (``local``), ``--insecure-no-auth``, the
@@ -20,7 +20,7 @@ _ADMIN_ACTOR = "local"
 _ADMIN_PREFIXES = ("insecure-no-auth@", "cli:")
 
 
-def role_of(session: Session, actor: str) -> str | None:
+def role_of(session: WriteSession, actor: str) -> str | None:
     """The role ``actor`` acts with: its token's (a token's role never changes), or None."""
     if actor == _ADMIN_ACTOR or actor.startswith(_ADMIN_PREFIXES):
         return ApiRole.ADMIN.value
@@ -28,7 +28,7 @@ def role_of(session: Session, actor: str) -> str | None:
 
 
 def record(
-    session: Session,
+    session: WriteSession,
     actor: str,
     action: str,
     cluster_id: int | None = None,

@@ -5,10 +5,9 @@ from __future__ import annotations
 import base64
 import hashlib
 
-from sqlalchemy.orm import Session
-
 from rke2_manager import audit
 from rke2_manager.cluster_lock import ensure_idle, lock_cluster_row
+from rke2_manager.db import WriteSession
 from rke2_manager.errors import NotFound
 from rke2_manager.models import Node
 
@@ -27,7 +26,7 @@ def fingerprint(host_key: str | None) -> str | None:
     return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
 
 
-def accept_host_key(session: Session, cluster_id: int, hostname: str, actor: str) -> Node:
+def accept_host_key(session: WriteSession, cluster_id: int, hostname: str, actor: str) -> Node:
     """Forget the node's pinned host key, so the next job's first contact pins afresh.
 
     Locks the cluster row; raises NotFound for an unknown cluster or node and ClusterBusy

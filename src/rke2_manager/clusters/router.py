@@ -16,9 +16,13 @@ from rke2_manager.clusters.schemas import (
     ClusterUpdate,
     LockOut,
     NodeOut,
+    cluster_out,
+    kubeconfig_out,
+    lock_out,
+    node_out,
 )
+from rke2_manager.jobs.queue import queued_jobs
 from rke2_manager.jobs.schemas import QueuedJob, job_out
-from rke2_manager.operations.dispatch import queued_jobs
 
 router = APIRouter(prefix="/api/clusters", tags=["clusters"])
 HostnamePath = Annotated[
@@ -33,18 +37,18 @@ def create_cluster(body: ClusterCreate, ctx: CtxDep, actor: OperatorActor) -> Cl
         cluster = service.create_cluster(
             session, ctx.box, body, actor, artifact_root=ctx.settings.artifact_root_dir
         )
-        return service.cluster_out(cluster, ctx.box)
+        return cluster_out(cluster, ctx.box)
 
 
 @router.get("", response_model=list[ClusterOut], dependencies=[VIEWER])
 def list_clusters(session: ReadSessionDep) -> list[ClusterOut]:
-    return [service.cluster_out(c) for c in service.list_clusters(session)]
+    return [cluster_out(c) for c in service.list_clusters(session)]
 
 
 @router.get("/{cluster_id}", response_model=ClusterOut, dependencies=[VIEWER])
 def get_cluster(cluster_id: ClusterId, session: ReadSessionDep) -> ClusterOut:
     """The cluster with its nodes and its lock."""
-    return service.cluster_out(service.get_cluster(session, cluster_id))
+    return cluster_out(service.get_cluster(session, cluster_id))
 
 
 @router.patch("/{cluster_id}", response_model=ClusterOut)
@@ -56,7 +60,7 @@ def update_cluster(
         cluster = service.update_cluster(
             session, ctx.box, cluster_id, body, actor, artifact_root=ctx.settings.artifact_root_dir
         )
-        return service.cluster_out(cluster, ctx.box)
+        return cluster_out(cluster, ctx.box)
 
 
 @router.delete("/{cluster_id}", status_code=204)
@@ -69,7 +73,7 @@ def delete_cluster(cluster_id: ClusterId, ctx: CtxDep, actor: AdminActor) -> Res
 
 @router.get("/{cluster_id}/nodes", response_model=list[NodeOut], dependencies=[VIEWER])
 def list_nodes(cluster_id: ClusterId, session: ReadSessionDep) -> list[NodeOut]:
-    return [service.node_out(n) for n in service.get_cluster(session, cluster_id).nodes]
+    return [node_out(n) for n in service.get_cluster(session, cluster_id).nodes]
 
 
 @router.post("/{cluster_id}/nodes/{hostname}/accept-host-key", response_model=NodeOut)
@@ -80,13 +84,13 @@ def accept_host_key(
     the next job pins the key the node offers then. Check the offered fingerprint out of band
     first. 409 while a job holds the cluster's lock."""
     with ctx.db.transaction() as session:
-        return service.node_out(accept_host_key_(session, cluster_id, hostname, actor))
+        return node_out(accept_host_key_(session, cluster_id, hostname, actor))
 
 
 @router.get("/{cluster_id}/lock", response_model=LockOut, dependencies=[VIEWER])
 def get_lock(cluster_id: ClusterId, session: ReadSessionDep) -> LockOut:
     """Who holds the cluster's operation lock, since when, until when."""
-    return service.lock_out(service.get_cluster(session, cluster_id))
+    return lock_out(service.get_cluster(session, cluster_id))
 
 
 @router.get("/{cluster_id}/queue", response_model=list[QueuedJob], dependencies=[VIEWER])
@@ -106,4 +110,4 @@ def get_kubeconfig(
     """The admin kubeconfig, once the install has fetched it; 404 before. Admin only: it
     grants cluster-admin on the cluster."""
     cluster = service.get_cluster(session, cluster_id)
-    return Response(service.kubeconfig_for(cluster, ctx.box), media_type="application/yaml")
+    return Response(kubeconfig_out(cluster, ctx.box), media_type="application/yaml")

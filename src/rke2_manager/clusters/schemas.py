@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -19,7 +20,10 @@ from rke2_manager.clusters.rke2config import (
     render_config,
     secret_key_names,
 )
+from rke2_manager.clusters.views import snapshot
 from rke2_manager.db import session_box
+from rke2_manager.errors import NotFound
+from rke2_manager.guardrails import supervisor_target
 from rke2_manager.paths import MAX_PATH
 from rke2_manager.validation import (
     MAX_NODES_PER_REQUEST,
@@ -229,4 +233,26 @@ def cluster_out(cluster: Cluster, box: SecretBox | None = None) -> ClusterOut:
         nodes=[node_out(n) for n in cluster.nodes],
         created_at=cluster.created_at,
         updated_at=cluster.updated_at,
+    )
+
+
+def kubeconfig_out(cluster: Cluster, box: SecretBox) -> str:
+    """The admin kubeconfig, its server pointed at the cluster's current address (the fixed
+    registration address, else the current initial master — which moves when it is removed).
+
+    Raises NotFound before the install has fetched one.
+    """
+    if cluster.kubeconfig_enc is None:
+        raise NotFound(f"Cluster {cluster.id} has no kubeconfig yet; run the install first")
+    address = supervisor_target(snapshot(cluster)) or ""
+    return reachable_kubeconfig(box.decrypt(cluster.kubeconfig_enc), address)
+
+
+def reachable_kubeconfig(text: str, address: str) -> str:
+    """RKE2 writes ``server: https://127.0.0.1:6443``; point it at ``address`` instead."""
+    if not address:
+        return text
+    host = f"[{address}]" if ":" in address else address
+    return re.sub(
+        r"(server:\s*https://)(127\.0\.0\.1|localhost|\[::1\])(:\d+)", rf"\g<1>{host}\g<3>", text
     )

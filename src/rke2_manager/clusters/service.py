@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,16 +12,12 @@ from rke2_manager import audit
 from rke2_manager.cluster_lock import ensure_idle, lock_cluster_row
 from rke2_manager.clusters.rke2config import patch_config, split_config, store_config
 from rke2_manager.clusters.schemas import ClusterCreate, ClusterUpdate
-from rke2_manager.clusters.schemas import cluster_out as cluster_out  # response builders,
-from rke2_manager.clusters.schemas import lock_out as lock_out  # kept importable from here
-from rke2_manager.clusters.schemas import node_out as node_out
+from rke2_manager.db import WriteSession
 from rke2_manager.errors import Conflict, InvalidRequest, NotFound
 from rke2_manager.guardrails import (
     ClusterView,
     NewNode,
-    NodeView,
     check_identity,
-    supervisor_target,
 )
 from rke2_manager.models import Cluster, Node
 from rke2_manager.paths import PathNotAllowed, check_artifact_dir
@@ -44,24 +39,6 @@ def list_clusters(session: Session) -> Sequence[Cluster]:
     return session.scalars(
         select(Cluster).options(selectinload(Cluster.nodes)).order_by(Cluster.id)
     ).all()
-
-
-def snapshot(cluster: Cluster) -> ClusterView:
-    """The guardrails' view of a cluster (loaded with its nodes)."""
-    return ClusterView(
-        nodes=tuple(
-            NodeView(
-                id=n.id,
-                hostname=n.hostname,
-                ip=n.ip,
-                role=n.role,
-                status=n.status,
-                is_initial_master=n.is_initial_master,
-            )
-            for n in cluster.nodes
-        ),
-        registration_address=cluster.registration_address,
-    )
 
 
 def _ensure_name_free(session: Session, name: str, but: int | None = None) -> None:
@@ -90,7 +67,7 @@ def _artifact_dir(value: str | None, root: Path) -> str | None:
 
 
 def create_cluster(
-    session: Session, box: SecretBox, body: ClusterCreate, actor: str, *, artifact_root: Path
+    session: WriteSession, box: SecretBox, body: ClusterCreate, actor: str, *, artifact_root: Path
 ) -> Cluster:
     """Create a cluster and its first nodes (PENDING); the first server is the initial master.
 
@@ -140,7 +117,7 @@ def create_cluster(
 
 
 def update_cluster(
-    session: Session,
+    session: WriteSession,
     box: SecretBox,
     cluster_id: int,
     body: ClusterUpdate,
@@ -182,7 +159,7 @@ def update_cluster(
     return cluster
 
 
-def delete_cluster(session: Session, cluster_id: int, actor: str) -> None:
+def delete_cluster(session: WriteSession, cluster_id: int, actor: str) -> None:
     """Delete an idle cluster with its nodes and job history; ClusterBusy (409) while locked.
 
     The machines are left as they are: deleting the record does not uninstall RKE2.
@@ -192,25 +169,3 @@ def delete_cluster(session: Session, cluster_id: int, actor: str) -> None:
     audit.record(session, actor, "cluster.delete", cluster.id, name=cluster.name)
     session.delete(cluster)
     session.flush()
-
-
-def kubeconfig_for(cluster: Cluster, box: SecretBox) -> str:
-    """The admin kubeconfig, its server pointed at the cluster's current address (the fixed
-    registration address, else the current initial master — which moves when it is removed).
-
-    Raises NotFound before the install has fetched one.
-    """
-    if cluster.kubeconfig_enc is None:
-        raise NotFound(f"Cluster {cluster.id} has no kubeconfig yet; run the install first")
-    address = supervisor_target(snapshot(cluster)) or ""
-    return reachable_kubeconfig(box.decrypt(cluster.kubeconfig_enc), address)
-
-
-def reachable_kubeconfig(text: str, address: str) -> str:
-    """RKE2 writes ``server: https://127.0.0.1:6443``; point it at ``address`` instead."""
-    if not address:
-        return text
-    host = f"[{address}]" if ":" in address else address
-    return re.sub(
-        r"(server:\s*https://)(127\.0\.0\.1|localhost|\[::1\])(:\d+)", rf"\g<1>{host}\g<3>", text
-    )

@@ -12,10 +12,10 @@ from fastapi.responses import StreamingResponse
 from rke2_manager.api.auth import VIEWER, OperatorActor
 from rke2_manager.api.deps import MAX_ID, CtxDep, JobId, ReadSessionDep
 from rke2_manager.jobs import service
+from rke2_manager.jobs.control import cancel_job as cancel
 from rke2_manager.jobs.schemas import JobLog, JobOut, LogLine, job_out
 from rke2_manager.jobs.stopping import end_stopped
 from rke2_manager.models import JobStatus
-from rke2_manager.operations.control import cancel_job as cancel
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"])
 

@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from rke2_manager.jobs.create import Accepted
+
 
 class JobNode(BaseModel):
     id: int | None
@@ -97,4 +99,19 @@ def job_out(job: Any) -> JobOut:
         created_at=job.created_at,
         started_at=job.started_at,
         finished_at=job.finished_at,
+    )
+
+
+def accepted_out(result: Accepted) -> OperationAccepted:
+    jobs = [result.job, *result.waiting]
+    return OperationAccepted(
+        job_id=result.job.id,
+        status=result.job.status,
+        position=result.position,
+        job=job_out(result.job),
+        jobs=[job_out(j) for j in jobs],
+        sequenced=result.sequenced,
+        workers_pending=result.workers_pending,
+        workers_job_id=result.waiting[0].id if result.waiting else None,
+        warnings=result.warnings,
     )

@@ -19,8 +19,8 @@ import time
 from rke2_manager.cluster_lock import lock_cluster_row
 from rke2_manager.context import AppContext
 from rke2_manager.execution.procs import RunNotEnded, end_run
+from rke2_manager.jobs.settle import settle
 from rke2_manager.models import Job, JobStatus, utcnow
-from rke2_manager.settle import settle
 
 log = logging.getLogger(__name__)
 

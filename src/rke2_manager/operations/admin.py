@@ -9,10 +9,10 @@ from pydantic import Field
 
 from rke2_manager.api.auth import AdminActor
 from rke2_manager.api.deps import MAX_ID, ClusterId, CtxDep
+from rke2_manager.jobs.control import force_unlock
 from rke2_manager.jobs.schemas import JobOut, job_out
 from rke2_manager.jobs.stopping import end_stopped
 from rke2_manager.models import JobStatus
-from rke2_manager.operations.control import force_unlock
 from rke2_manager.validation import StrictModel
 
 router = APIRouter(prefix="/api/admin", tags=["admin"])

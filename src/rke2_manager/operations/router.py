@@ -15,9 +15,9 @@ from rke2_manager.api.deps import ClusterId, CtxDep, ReadSessionDep
 from rke2_manager.cluster_lock import ensure_idle
 from rke2_manager.clusters.service import get_cluster
 from rke2_manager.guardrails import ProbeResult
-from rke2_manager.jobs.schemas import OperationAccepted, job_out
-from rke2_manager.operations import service
-from rke2_manager.operations.service import OnBusy
+from rke2_manager.jobs import create as service
+from rke2_manager.jobs.create import OnBusy
+from rke2_manager.jobs.schemas import OperationAccepted, accepted_out
 from rke2_manager.validation import NodeRefsIn, NodesIn
 
 router = APIRouter(tags=["operations"])
@@ -40,21 +40,6 @@ def _fail_fast_if_busy(read: ReadSessionDep, cluster_id: int, on_busy: OnBusy) -
     read.rollback()
 
 
-def _accepted(result: service.Accepted) -> OperationAccepted:
-    jobs = [result.job, *result.waiting]
-    return OperationAccepted(
-        job_id=result.job.id,
-        status=result.job.status,
-        position=result.position,
-        job=job_out(result.job),
-        jobs=[job_out(j) for j in jobs],
-        sequenced=result.sequenced,
-        workers_pending=result.workers_pending,
-        workers_job_id=result.waiting[0].id if result.waiting else None,
-        warnings=result.warnings,
-    )
-
-
 @router.post("/api/jobs/install/{cluster_id}", status_code=202, responses=ACCEPTED)
 def install(
     cluster_id: ClusterId,
@@ -67,7 +52,7 @@ def install(
     """Start the install job for a cluster (409 if another operation holds its lock)."""
     _fail_fast_if_busy(read, cluster_id, on_busy)
     with ctx.db.transaction() as session:
-        accepted = _accepted(
+        accepted = accepted_out(
             service.start_install(session, ctx.settings, cluster_id, actor, on_busy)
         )
     tasks.add_task(ctx.wake_workers)
@@ -91,7 +76,7 @@ def scale_add(
     read.rollback()
     probe: ProbeResult | None = ctx.prober(target) if target is not None else None
     with ctx.db.transaction() as session:
-        accepted = _accepted(
+        accepted = accepted_out(
             service.start_scale_add(
                 session, ctx.settings, cluster_id, body.nodes, actor, probe, ctx.prober, on_busy
             )
@@ -114,7 +99,7 @@ def scale_remove(
     """Remove nodes; removing servers needs ``confirm_master_removal=true`` and keeps quorum."""
     _fail_fast_if_busy(read, cluster_id, on_busy)
     with ctx.db.transaction() as session:
-        accepted = _accepted(
+        accepted = accepted_out(
             service.start_scale_remove(
                 session,
                 ctx.settings,

@@ -126,7 +126,7 @@ def _set(row: Any, name: str, redact: Callable[[Any], Any], value: Any) -> None:
         setattr(row, name, masked)
 
 
-def install_session_redaction(factory: sessionmaker[Session], box: SecretBox) -> None:
+def install_session_redaction(factory: sessionmaker[Any], box: SecretBox) -> None:
     """Redact, in every session ``factory`` makes, the rows listed above before each flush."""
 
     def before_flush(session: Session, _context: Any, _instances: Any) -> None:

@@ -11,6 +11,7 @@ from sqlalchemy import exists, select, update
 from sqlalchemy.orm import Session
 
 from rke2_manager import audit
+from rke2_manager.db import WriteSession
 from rke2_manager.errors import Conflict, InvalidRequest, NotFound
 from rke2_manager.models import ApiRole, ApiToken, utcnow
 
@@ -31,7 +32,9 @@ def any_active(session: Session) -> bool:
     return bool(session.scalar(select(exists().where(ApiToken.revoked_at.is_(None)))))
 
 
-def create_token(session: Session, name: str, role: ApiRole, actor: str) -> tuple[ApiToken, str]:
+def create_token(
+    session: WriteSession, name: str, role: ApiRole, actor: str
+) -> tuple[ApiToken, str]:
     """A new token for ``name``; returns the row and the token, which is never stored.
 
     Raises Conflict if the name was ever used (names stay unique after revocation, so the
@@ -66,7 +69,7 @@ def authenticate(session: Session, token: str) -> ApiToken | None:
     ).one_or_none()
 
 
-def touch(session: Session, token_id: int) -> None:
+def touch(session: WriteSession, token_id: int) -> None:
     """Record that the token was used now (skipped if it was within ``TOUCH_EVERY``)."""
     now = utcnow()
     session.execute(
@@ -83,7 +86,7 @@ def list_tokens(session: Session) -> Sequence[ApiToken]:
     return session.scalars(select(ApiToken).order_by(ApiToken.id)).all()
 
 
-def find_token(session: Session, ref: str) -> ApiToken:
+def find_token(session: WriteSession, ref: str) -> ApiToken:
     """A token by id or name; NotFound otherwise."""
     stmt = select(ApiToken).where(
         ApiToken.id == int(ref) if ref.isdigit() and len(ref) < 10 else ApiToken.name == ref
@@ -94,7 +97,7 @@ def find_token(session: Session, ref: str) -> ApiToken:
     return row
 
 
-def revoke_token(session: Session, ref: str, actor: str) -> ApiToken:
+def revoke_token(session: WriteSession, ref: str, actor: str) -> ApiToken:
     """Revoke a token by id or name; revoking a revoked token changes nothing."""
     row = find_token(session, ref)
     if row.revoked_at is None:

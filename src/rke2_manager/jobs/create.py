@@ -15,17 +15,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from sqlalchemy.orm import Session
-
 from rke2_manager import audit
 from rke2_manager.cluster_lock import acquire_cluster_lock, ensure_idle, lock_cluster_row
-from rke2_manager.clusters.service import snapshot
+from rke2_manager.clusters.views import snapshot
 from rke2_manager.config import Settings
+from rke2_manager.db import WriteSession
 from rke2_manager.guardrails import NewNode, ProbeResult, check_identity, split_by_role
 from rke2_manager.guardrails import supervisor_target as _supervisor_target
-from rke2_manager.models import Cluster, Job, JobStatus, LockStatus, NodeStatus, Operation
-from rke2_manager.operations.dispatch import queue_position
-from rke2_manager.operations.requests import (
+from rke2_manager.jobs.plans import (
     AddRequest,
     InstallRequest,
     NodeRefSpec,
@@ -34,6 +31,8 @@ from rke2_manager.operations.requests import (
     check_request,
     pending_jobs,
 )
+from rke2_manager.jobs.queue import queue_position
+from rke2_manager.models import Cluster, Job, JobStatus, LockStatus, NodeStatus, Operation
 from rke2_manager.validation import NodeIn, NodeRef
 
 Prober = Callable[[str], ProbeResult]
@@ -70,7 +69,7 @@ def probe_target(cluster: Cluster, settings: Settings) -> str | None:
 
 
 def _start(
-    session: Session,
+    session: WriteSession,
     settings: Settings,
     cluster: Cluster,
     requests: Sequence[OpRequest],
@@ -127,7 +126,11 @@ def _start(
 
 
 def start_install(
-    session: Session, settings: Settings, cluster_id: int, actor: str, on_busy: OnBusy = "reject"
+    session: WriteSession,
+    settings: Settings,
+    cluster_id: int,
+    actor: str,
+    on_busy: OnBusy = "reject",
 ) -> Accepted:
     """Install (or re-run the install of) every node of the cluster.
 
@@ -138,7 +141,7 @@ def start_install(
 
 
 def start_scale_add(
-    session: Session,
+    session: WriteSession,
     settings: Settings,
     cluster_id: int,
     nodes: Sequence[NodeIn],
@@ -174,7 +177,7 @@ def start_scale_add(
 
 
 def start_scale_remove(
-    session: Session,
+    session: WriteSession,
     settings: Settings,
     cluster_id: int,
     refs: Sequence[NodeRef],

@@ -18,8 +18,17 @@ from sqlalchemy import select
 from rke2_manager.cluster_lock import renew_cluster_lock
 from rke2_manager.context import AppContext
 from rke2_manager.execution.ansible_service import run_dir_roots, sweep_stale_run_dirs
-from rke2_manager.fencing import Claim, StopSignal
-from rke2_manager.jobrun import execute
+from rke2_manager.jobs.reaper import (
+    dead_workers_jobs,
+    expired_jobs,
+    needs_maintenance,
+    reap_expired,
+    recover_dead_workers,
+    start_queued,
+)
+from rke2_manager.jobs.runner.fencing import Claim, StopSignal
+from rke2_manager.jobs.runner.listener import Listener
+from rke2_manager.jobs.runner.run import execute
 from rke2_manager.jobs.stopping import (
     boot_id,
     end_local_run,
@@ -28,16 +37,7 @@ from rke2_manager.jobs.stopping import (
     on_this_boot,
     pid_alive,
 )
-from rke2_manager.listener import Listener
 from rke2_manager.models import Cluster, Job, JobStatus, utcnow
-from rke2_manager.operations.control import (
-    dead_workers_jobs,
-    expired_jobs,
-    needs_maintenance,
-    reap_expired,
-    recover_dead_workers,
-    start_queued,
-)
 
 log = logging.getLogger(__name__)
 

@@ -10,10 +10,12 @@ start-up recovery. So none of them can leave a G3 agents job ``queued`` forever,
 from __future__ import annotations
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from rke2_manager.cluster_lock import release_cluster_lock
 from rke2_manager.config import Settings
+from rke2_manager.db import WriteSession
+from rke2_manager.jobs.queue import cancel_successors, pass_on
+from rke2_manager.jobs.runner.nodestatus import Progress, settle_nodes
 from rke2_manager.models import (
     Cluster,
     ClusterStage,
@@ -24,15 +26,13 @@ from rke2_manager.models import (
     Operation,
     utcnow,
 )
-from rke2_manager.nodestatus import Progress, settle_nodes
-from rke2_manager.operations.dispatch import cancel_successors, pass_on
 
 #: Appended to the reason of a job whose worker could not record its end the normal way.
 NOT_RECORDED = "the job's end could not be fully recorded"
 
 
 def settle(
-    session: Session,
+    session: WriteSession,
     settings: Settings,
     job: Job,
     status: JobStatus,
@@ -84,7 +84,7 @@ def settle(
     return holder
 
 
-def _explain_mid_change(session: Session, job: Job, reason: str | None) -> None:
+def _explain_mid_change(session: WriteSession, job: Job, reason: str | None) -> None:
     """Targets the run left mid-change: their real state is unknown, and the reason says so."""
     names = [t["hostname"] for t in job.targets]
     for node in session.scalars(

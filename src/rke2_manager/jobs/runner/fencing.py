@@ -14,10 +14,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy.orm import Session
-
 from rke2_manager.cluster_lock import holds_lock
 from rke2_manager.context import AppContext
+from rke2_manager.db import WriteSession
 from rke2_manager.errors import LockLost
 from rke2_manager.models import Job, JobLogLine, JobStatus
 
@@ -36,7 +35,7 @@ class Fence:
         self.ctx, self.claim = ctx, claim
 
     @contextmanager
-    def session(self) -> Iterator[Session]:
+    def session(self) -> Iterator[WriteSession]:
         with self.ctx.db.transaction() as session:
             c = self.claim
             if not holds_lock(session, c.cluster_id, c.job_id, c.token):
@@ -52,7 +51,7 @@ class LogWriter:
         self.fence, self.seq, self.buffer = fence, 0, list[str]()
         self.last_flush = time.monotonic()
         self.progress: Any = None
-        """The run's :class:`~rke2_manager.nodestatus.Progress`, once there is one."""
+        """The run's :class:`~rke2_manager.jobs.runner.nodestatus.Progress`, once there is one."""
         self._lock = threading.Lock()  # the run's event thread and its ticker both flush
 
     def write(self, lines: list[str]) -> None:

@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from rke2_manager.db import WriteSession
 from rke2_manager.execution.events import HostEvent
-from rke2_manager.fencing import Fence
+from rke2_manager.jobs.runner.fencing import Fence
 from rke2_manager.models import Node, NodeStatus, Operation, utcnow
 
 
@@ -96,7 +97,7 @@ def on_host(fence: Fence, progress: Progress, fact: HostEvent) -> None:
                 node.host_key_offered = offered[:128]
 
 
-def pin_host_keys(session: Session, cluster_id: int, learned: dict[str, str]) -> list[str]:
+def pin_host_keys(session: WriteSession, cluster_id: int, learned: dict[str, str]) -> list[str]:
     """Pin the keys learned on first contact on nodes that have none pinned; their names."""
     pinned = []
     for node in _nodes(session, cluster_id, set(learned)):
@@ -108,7 +109,7 @@ def pin_host_keys(session: Session, cluster_id: int, learned: dict[str, str]) ->
 
 
 def settle_nodes(
-    session: Session,
+    session: WriteSession,
     cluster_id: int,
     job_id: int,
     progress: Progress,

@@ -1,10 +1,10 @@
 """Who holds the lock next: G3 hand-over and the per-cluster FIFO queue.
 
 Everything here runs inside a write transaction that already holds the cluster row: the one of
-:func:`rke2_manager.settle.settle` as a job ends, a request's, or the queue sweep's. A job about
-to start is checked against the guardrails again, because the cluster may have changed since it
-was queued; a job that no longer passes ends ``failed`` with the guardrail's message and the
-next one is tried.
+:func:`rke2_manager.jobs.settle.settle` as a job ends, a request's, or the queue sweep's. A job
+about to start is checked against the guardrails again, because the cluster may have changed
+since it was queued; a job that no longer passes ends ``failed`` with the guardrail's message
+and the next one is tried.
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ from rke2_manager.cluster_lock import (
     release_cluster_lock,
 )
 from rke2_manager.config import Settings
+from rke2_manager.db import WriteSession
 from rke2_manager.errors import DomainError
+from rke2_manager.jobs.plans import check_request, request_of
 from rke2_manager.models import Cluster, Job, JobStatus, utcnow
-from rke2_manager.operations.requests import check_request, request_of
 
 
 def queued_jobs(session: Session, cluster_id: int) -> list[Job]:
@@ -49,7 +50,7 @@ def _end(job: Job, status: JobStatus, reason: str) -> None:
     job.status, job.reason, job.finished_at = status, reason, utcnow()
 
 
-def cancel_successors(session: Session, job: Job) -> None:
+def cancel_successors(session: WriteSession, job: Job) -> None:
     """G3: the agents job waiting on a servers job that did not succeed is canceled."""
     for successor in session.scalars(
         select(Job).where(Job.predecessor_id == job.id, Job.status == JobStatus.QUEUED)
@@ -58,7 +59,7 @@ def cancel_successors(session: Session, job: Job) -> None:
         cancel_successors(session, successor)
 
 
-def begin(session: Session, cluster: Cluster, job: Job) -> None:
+def begin(session: WriteSession, cluster: Cluster, job: Job) -> None:
     """Re-check a waiting job's guardrails and apply it (create its nodes, …); raises 4xx."""
     request = request_of(job)
     # The supervisor probe is not repeated here: a worker must not wait on the network while it
@@ -68,7 +69,7 @@ def begin(session: Session, cluster: Cluster, job: Job) -> None:
     request.apply(session, cluster, job)
 
 
-def start_next(session: Session, settings: Settings, cluster: Cluster) -> Job | None:
+def start_next(session: WriteSession, settings: Settings, cluster: Cluster) -> Job | None:
     """The lock of ``cluster`` is free: give it to the oldest queued job that still passes."""
     for job in queued_jobs(session, cluster.id):
         try:
@@ -83,7 +84,12 @@ def start_next(session: Session, settings: Settings, cluster: Cluster) -> Job | 
 
 
 def pass_on(
-    session: Session, settings: Settings, cluster_id: int, job: Job, token: int, succeeded: bool
+    session: WriteSession,
+    settings: Settings,
+    cluster_id: int,
+    job: Job,
+    token: int,
+    succeeded: bool,
 ) -> Job | None:
     """``job`` has ended: hand the lock to its G3 successor if it succeeded (nothing can slip in
     between), else cancel the successor; otherwise release it and start the next queued job.

@@ -2,8 +2,8 @@
 
 Every database write made for a job first checks that the job still holds the cluster lock with
 its fencing token (:class:`Fence`); a job that lost its lock writes nothing more and stops its
-run. Whatever happened, ``finally`` settles the job (:mod:`rke2_manager.settle`): its nodes, its
-G3 successor, the cluster's stage, and the lock passed on.
+run. Whatever happened, ``finally`` settles the job (:mod:`rke2_manager.jobs.settle`): its
+nodes, its G3 successor, the cluster's stage, and the lock passed on.
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ from rke2_manager.errors import LockLost
 from rke2_manager.execution.ansible_service import HostSpec, RunSpec, run_playbook, runs_dir
 from rke2_manager.execution.events import HostEvent
 from rke2_manager.execution.procs import RunProcess, new_tag
-from rke2_manager.fencing import Claim, Fence, LogWriter, StopSignal
+from rke2_manager.jobs.runner.fencing import Claim, Fence, LogWriter, StopSignal
+from rke2_manager.jobs.runner.nodestatus import Progress, on_host
+from rke2_manager.jobs.settle import NOT_RECORDED, settle
 from rke2_manager.metrics import JOBS_FINISHED
 from rke2_manager.models import (
     Cluster,
@@ -31,9 +33,7 @@ from rke2_manager.models import (
     Operation,
 )
 from rke2_manager.netpolicy import AddressNotAllowed
-from rke2_manager.nodestatus import Progress, on_host
 from rke2_manager.paths import PathNotAllowed, check_artifact_dir
-from rke2_manager.settle import NOT_RECORDED, settle
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ def finish(
     reason: str | None,
     stopped: bool = False,
 ) -> None:
-    """Record the job's end (:func:`~rke2_manager.settle.settle`) with what the run learned.
+    """Record the job's end (:func:`~rke2_manager.jobs.settle.settle`) with what the run learned.
 
     One transaction; raises LockLost (writing nothing) if the job no longer holds the lock.
     """

@@ -18,7 +18,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from rke2_manager.clusters.service import snapshot
+from rke2_manager.clusters.views import snapshot
+from rke2_manager.db import WriteSession
 from rke2_manager.errors import DomainError, GuardrailViolation, NotFound
 from rke2_manager.guardrails import (
     ClusterView,
@@ -54,7 +55,7 @@ class InstallRequest:
             raise GuardrailViolation("G1", "Cluster has no initial master. Cannot install.")
         return []
 
-    def apply(self, session: Session, cluster: Cluster, job: Job) -> None:
+    def apply(self, session: WriteSession, cluster: Cluster, job: Job) -> None:
         job.targets = targets_of(cluster.nodes)
 
 
@@ -78,7 +79,7 @@ class AddRequest:
         check_identity(view, self.nodes)
         return warnings
 
-    def apply(self, session: Session, cluster: Cluster, job: Job) -> None:
+    def apply(self, session: WriteSession, cluster: Cluster, job: Job) -> None:
         created = [Node(hostname=n.hostname, ip=n.ip, role=n.role) for n in self.nodes]
         cluster.nodes.extend(created)
         session.flush()
@@ -158,7 +159,7 @@ class RemoveRequest:
         successor = plan.new_initial_master.hostname if plan.new_initial_master else None
         return nodes, plan.warnings, successor
 
-    def apply(self, session: Session, cluster: Cluster, job: Job) -> None:
+    def apply(self, session: WriteSession, cluster: Cluster, job: Job) -> None:
         nodes, _, successor = self.check_cluster(cluster)
         if successor is not None:
             for node in cluster.nodes:

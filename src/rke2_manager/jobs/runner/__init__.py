@@ -1,0 +1,1 @@
+"""The job runner: claims jobs, runs their playbooks, follows their hosts, ends them."""
