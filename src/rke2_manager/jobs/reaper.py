@@ -7,8 +7,9 @@ callers commit.
 from __future__ import annotations
 
 from collections.abc import Callable, Container, Sequence
+from typing import TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from rke2_manager import audit
@@ -22,12 +23,12 @@ from rke2_manager.models import Cluster, Job, JobStatus, LockStatus, utcnow
 
 LEASE_EXPIRED = "lock lease expired: worker lost"
 
+T = TypeVar("T")
+
 
 def needs_maintenance(session: Session) -> bool:
     """A cheap read: is any lease expired, or any idle cluster's queue waiting?"""
-    expired = select(Cluster.id).where(
-        Cluster.operation_status == LockStatus.RUNNING, Cluster.lock_expires_at < utcnow()
-    )
+    expired = _expired(select(Cluster.id))
     waiting = (
         select(Job.id)
         .join(Cluster, Cluster.id == Job.cluster_id)
@@ -42,18 +43,23 @@ def needs_maintenance(session: Session) -> bool:
     )
 
 
-def expired_jobs(session: Session) -> list[Job]:
-    """The running jobs whose lock lease has run out."""
-    return list(
-        session.scalars(
-            select(Job)
-            .join(Cluster, Cluster.current_job_id == Job.id)
-            .where(
-                Cluster.operation_status == LockStatus.RUNNING,
-                Cluster.lock_expires_at < utcnow(),
-            )
-        )
+def _expired(query: Select[T]) -> Select[T]:
+    """``query`` (over clusters) narrowed to the locks whose lease ran out in a worker's hands.
+
+    A job that no worker has claimed yet is not reaped, however long it waits for a free
+    worker: no worker can have been lost (the claim starts its lease afresh).
+    """
+    return query.where(
+        Cluster.operation_status == LockStatus.RUNNING,
+        Cluster.lock_expires_at < utcnow(),
+        select(Job.id).where(Job.id == Cluster.current_job_id, Job.worker_id.is_not(None)).exists(),
     )
+
+
+def expired_jobs(session: Session) -> list[Job]:
+    """The running jobs whose lock lease has run out in a worker's hands."""
+    clusters = _expired(select(Cluster.current_job_id)).subquery()
+    return list(session.scalars(select(Job).where(Job.id.in_(select(clusters)))))
 
 
 def reap_expired(
@@ -66,8 +72,7 @@ def reap_expired(
     taken ``FOR UPDATE SKIP LOCKED``.
     """
     clusters = session.scalars(
-        select(Cluster)
-        .where(Cluster.operation_status == LockStatus.RUNNING, Cluster.lock_expires_at < utcnow())
+        _expired(select(Cluster))
         .order_by(Cluster.id)
         .with_for_update(skip_locked=True, key_share=True)
     ).all()

@@ -7,6 +7,7 @@ an expired lease) gets :class:`~rke2_manager.errors.LockLost` and writes nothing
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -16,9 +17,11 @@ from typing import Any
 
 from rke2_manager.cluster_lock import holds_lock
 from rke2_manager.context import AppContext
-from rke2_manager.db import WriteSession
+from rke2_manager.db import WriteSession, unavailable
 from rke2_manager.errors import LockLost
 from rke2_manager.models import Job, JobLogLine, JobStatus
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,7 @@ class LogWriter:
         self.progress: Any = None
         """The run's :class:`~rke2_manager.jobs.runner.nodestatus.Progress`, once there is one."""
         self._lock = threading.Lock()  # the run's event thread and its ticker both flush
+        self.last_warning = 0.0
 
     def write(self, lines: list[str]) -> None:
         with self._lock:
@@ -65,24 +69,52 @@ class LogWriter:
             self.flush()
 
     def flush(self) -> None:
+        """Store what waits; while the database is unavailable it waits on (see :meth:`_flush`)."""
         with self._lock:
             self._flush()
 
-    def _flush(self) -> None:
+    def flush_all(self) -> None:
+        """Store everything now; raises the database's error if it is unavailable."""
+        with self._lock:
+            self._flush(keep_on_outage=False)
+
+    def _flush(self, keep_on_outage: bool = True) -> None:
         progress = self.progress
         changed = progress is not None and progress.changed
         if not self.buffer and not changed:
             return
         lines, self.buffer = self.buffer, []
-        with self.fence.session() as session:
-            for text in lines:
-                self.seq += 1
-                session.add(JobLogLine(job_id=self.fence.claim.job_id, seq=self.seq, text=text))
-            if changed:
-                progress.changed = False
-                job = session.get(Job, self.fence.claim.job_id)
-                if job is not None:
-                    job.progress = {host: dict(entry) for host, entry in progress.hosts.items()}
+        seq = self.seq
+        try:
+            with self.fence.session() as session:
+                for text in lines:
+                    seq += 1
+                    session.add(JobLogLine(job_id=self.fence.claim.job_id, seq=seq, text=text))
+                if changed:
+                    job = session.get(Job, self.fence.claim.job_id)
+                    if job is not None:
+                        job.progress = {h: dict(entry) for h, entry in progress.hosts.items()}
+        except Exception as exc:
+            if not unavailable(exc):
+                raise
+            self.buffer = lines + self.buffer
+            if not keep_on_outage:
+                raise
+            # the database is away (restart, failover): keep the lines and try again later;
+            # the run goes on, and its lease survives an outage shorter than RKE2M_LOCK_TTL
+            if time.monotonic() - self.last_warning > 10:
+                self.last_warning = time.monotonic()
+                log.warning(
+                    "job %s: cannot store its output (%s); keeping %d line(s) for later",
+                    self.fence.claim.job_id,
+                    type(exc).__name__,
+                    len(self.buffer),
+                )
+            self.last_flush = time.monotonic()
+            return
+        self.seq = seq
+        if changed:
+            progress.changed = False
         self.last_flush = time.monotonic()
 
 

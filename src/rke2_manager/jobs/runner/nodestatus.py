@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from rke2_manager.db import WriteSession
+from rke2_manager.db import WriteSession, unavailable
 from rke2_manager.execution.events import HostEvent
 from rke2_manager.jobs.runner.fencing import Fence
 from rke2_manager.models import Node, NodeStatus, Operation, utcnow
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -87,14 +90,26 @@ def on_host(fence: Fence, progress: Progress, fact: HostEvent) -> None:
         status, reason = NodeStatus.ACTIVE, None
     else:
         return
-    with fence.session() as session:
-        for node in _nodes(session, fence.claim.cluster_id, {fact.host}):
-            if fact.kind == "removed":
-                session.delete(node)
-                continue
-            node.status, node.status_reason = status, reason
-            if offered is not None:
-                node.host_key_offered = offered[:128]
+    try:
+        with fence.session() as session:
+            for node in _nodes(session, fence.claim.cluster_id, {fact.host}):
+                if fact.kind == "removed":
+                    session.delete(node)
+                    continue
+                node.status, node.status_reason = status, reason
+                if offered is not None:
+                    node.host_key_offered = offered[:128]
+    except Exception as exc:
+        if not unavailable(exc):
+            raise
+        # the run goes on; the job's end writes every target's status from ``progress``
+        log.warning(
+            "job %s: node %s is %s, not stored yet (%s)",
+            fence.claim.job_id,
+            fact.host,
+            status,
+            type(exc).__name__,
+        )
 
 
 def pin_host_keys(session: WriteSession, cluster_id: int, learned: dict[str, str]) -> list[str]:

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import json
 import logging
+import time
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import select
 
 from rke2_manager.context import AppContext
+from rke2_manager.db import unavailable
 from rke2_manager.errors import LockLost
 from rke2_manager.execution.ansible_service import HostSpec, RunSpec, run_playbook, runs_dir
 from rke2_manager.execution.events import HostEvent
@@ -145,11 +148,19 @@ def prepare(ctx: AppContext, fence: Fence) -> tuple[RunSpec, Progress]:
 
 
 def record_start(fence: Fence, found: RunProcess) -> None:
-    """Record the run's ansible-playbook process on the job (fenced)."""
-    with fence.session() as session:
-        job = session.get(Job, fence.claim.job_id)
-        assert job is not None
-        job.run_pid, job.run_pgid, job.run_start_ticks = found.pid, found.pgid, found.start_ticks
+    """Record the run's ansible-playbook process on the job (fenced). For operators only
+    (the run is found by its tag, recorded before it started): skipped while the database is
+    unavailable."""
+    try:
+        with fence.session() as session:
+            job = session.get(Job, fence.claim.job_id)
+            assert job is not None
+            job.run_pid, job.run_pgid = found.pid, found.pgid
+            job.run_start_ticks = found.start_ticks
+    except Exception as exc:
+        if not unavailable(exc):
+            raise
+        log.warning("job %s: its run's pid is not recorded (%s)", fence.claim.job_id, exc)
 
 
 def finish(
@@ -270,15 +281,26 @@ def _finish_safely(
     stopped: bool,
 ) -> None:
     """Record the job's end; if that fails, still settle it (job, G3 successor, nodes, stage,
-    lock) without what the run learned, so nothing is left queued, running or mid-change."""
+    lock) without what the run learned, so nothing is left queued, running or mid-change.
+
+    While the database is unavailable (a restart, a failover) this keeps trying, with the
+    lease still renewed by the worker, for up to ``RKE2M_LOCK_TTL``: an outage shorter than
+    the lease costs the job nothing.
+    """
+    deadline = time.monotonic() + ctx.settings.lock_ttl
     try:
-        logw.flush()
+        _retry(deadline, claim, "store its last output lines", logw.flush_all)
     except LockLost:
         return
     except Exception:
         log.exception("job %s: could not store its last output lines", claim.job_id)
     try:
-        finish(ctx, claim, progress, status, reason, stopped)
+        _retry(
+            deadline,
+            claim,
+            "record its end",
+            lambda: finish(ctx, claim, progress, status, reason, stopped),
+        )
         if progress is not None:
             JOBS_FINISHED.labels(progress.operation.value, status.value).inc()
         return
@@ -304,3 +326,25 @@ def _finish_safely(
     log.error(
         "job %s: left to the lease reaper, which settles it when its lease ends", claim.job_id
     )
+
+
+def _retry(deadline: float, claim: Claim, what: str, action: Callable[[], None]) -> None:
+    """Do ``action``, again and again while the database is unavailable and ``deadline`` (a
+    monotonic time) has not passed. Raises what the last try raised."""
+    delay = 0.5
+    while True:
+        try:
+            action()
+            return
+        except Exception as exc:
+            if not unavailable(exc) or time.monotonic() + delay > deadline:
+                raise
+            log.warning(
+                "job %s: database unavailable, cannot %s yet (%s); retrying in %.1f s",
+                claim.job_id,
+                what,
+                type(exc).__name__,
+                delay,
+            )
+        time.sleep(delay)
+        delay = min(delay * 2, 5.0)

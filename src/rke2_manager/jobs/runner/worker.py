@@ -234,8 +234,16 @@ class Worker:
         ours and that no one asked the job to stop (cancel, force-unlock), and stop the run as
         soon as either happens."""
         settings = self.ctx.settings
-        renewed = time.monotonic()
+        renewed = checked = time.monotonic()
         while not signal.wait(min(settings.lock_check_interval, settings.lock_ttl / 3)):
+            if time.monotonic() - checked > settings.lock_ttl:
+                # its lease has run out without a word from the database: another worker may
+                # have taken the lock; stop changing nodes (their fences would refuse us anyway)
+                log.error(
+                    "job %s: no contact with the database for a lease; ending its run", claim.job_id
+                )
+                signal.stop("lost contact with the database for longer than its lease")
+                return
             try:
                 if time.monotonic() - renewed >= settings.lock_ttl / 3:
                     with self.ctx.db.transaction() as session:
@@ -257,9 +265,10 @@ class Worker:
                             Cluster.lock_token == claim.token,
                         )
                     ).first()
-            except Exception:
-                log.exception("job %s: lease check failed; will retry", claim.job_id)
+            except Exception as exc:
+                log.warning("job %s: lease check failed (%s); will retry", claim.job_id, exc)
                 continue
+            checked = time.monotonic()
             if held is None:
                 log.warning("job %s lost its lock; ending its run", claim.job_id)
                 signal.stop("lost the cluster lock")
