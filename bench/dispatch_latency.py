@@ -24,7 +24,7 @@ Every delay is measured from the ending job's ``finished_at`` (set at the start 
 is ``running`` and holds the lock), the worker beginning the claim that takes it (the wake-up),
 that claim committed (the job runs in a worker), the next job's stored ``started_at``, and its
 fake playbook being called. ``started_at`` is set by the claim and set again by
-``jobrun.prepare``; the stored value is prepare's. The worker runs with each ``--poll-
+``spec.prepare``; the stored value is prepare's. The worker runs with each ``--poll-
 intervals`` value (default: the setting's default and 0.05 s), which only matters when no wake-
 up arrives. Timing is reported, never asserted; on a busy machine the figures move a lot from
 run to run, so compare the rows of one run with each other.
