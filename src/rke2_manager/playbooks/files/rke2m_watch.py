@@ -104,12 +104,16 @@ def main() -> int:
     group = os.getpgid(step)
     poller = select.poll()
     for fd in (1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            continue  # closed: nothing to watch there
         poller.register(fd, 0)  # POLLERR and POLLHUP are always reported
     while True:
         events = poller.poll(1000)
         if os.getppid() != step:
             return 0  # the step ended (without PR_SET_PDEATHSIG)
-        if any(ev & (select.POLLERR | select.POLLHUP | select.POLLNVAL) for _, ev in events):
+        if any(ev & (select.POLLERR | select.POLLHUP) for _, ev in events):
             break
     # the channel is gone: the step's own end must not take us with it
     try:
