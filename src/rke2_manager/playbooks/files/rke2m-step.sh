@@ -4,8 +4,9 @@
 #
 #   RKE2M_FENCE=<cluster>:<token>:<job> RKE2M_STEP=<name>; . /var/lib/rke2-manager/bin/rke2m-step
 #
-# (the playbooks' rke2m_fenced); Python modules come through `rke2m-fence python`, which
-# sources it too. In the step's shell, it
+# (the playbooks' rke2m_fenced); Python modules come through the job's interpreter link
+# (bin/rke2m-python.<cluster>.<token>.<job>, see rke2m-fence), which sources it too. In the
+# step's shell, it
 #   1. exports RKE2M_FENCE=<cluster>:<token>:<job>:<pid of the step's shell>, so every
 #      process the step starts carries it (systemd starts services with a clean environment:
 #      RKE2 never does);
