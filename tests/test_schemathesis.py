@@ -144,6 +144,8 @@ def _seed(db: Database) -> None:
 def app(settings: Settings, db: Database, prober: FakeProber) -> Iterator[ASGIApp]:
     """The API as the ``client`` fixture builds it, on a fresh SQLite file (``db``: its tables)."""
     _seed(db)
+    # job 1's worker is "elsewhere" and never answers: a cancel ends it after this long
+    settings.stop_timeout = 0.5
     app = create_app(settings, prober=prober, run_migrations=False, start_worker=False)
     try:
         yield _from_loopback(app)
