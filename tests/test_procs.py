@@ -19,6 +19,7 @@ from rke2_manager.execution.procs import (
     start_ticks,
     tagged,
 )
+from rke2_manager.execution.ssh import master_title
 
 #: Starts a child that detaches into a session of its own (as ansible-core's forks do) and a
 #: grandchild that ignores SIGTERM, then waits.
@@ -91,6 +92,31 @@ def test_leader_is_the_tagged_child_with_its_start_time() -> None:
 
 def test_end_run_says_when_processes_survive(monkeypatch: pytest.MonkeyPatch) -> None:
     # a process in uninterruptible sleep outlives SIGKILL: modelled by a scan that never empties
-    monkeypatch.setattr("rke2_manager.execution.procs.tagged", lambda tag: [2**22 + 1])
+    monkeypatch.setattr("rke2_manager.execution.procs.tagged", lambda tag, title=None: [2**22 + 1])
     with pytest.raises(RunNotEnded, match="did not end after SIGKILL"):
         end_run("job9-x", grace=0, patience=0.2)
+
+
+def test_end_run_finds_the_runs_ssh_master_by_its_title() -> None:
+    """ssh's ControlPersist master overwrites its environment with its process title, so it
+    is found by the title its ControlPath gives it (``ssh: <ControlPath> [mux]``)."""
+    tag = new_tag(3)
+    title = master_title(5, tag)
+    stranger_title = master_title(5, new_tag(3))
+    masters = [
+        subprocess.Popen(["bash", "-c", f'exec -a "{t}a1b2 [mux]" sleep 300'], env={})
+        for t in (title, stranger_title)
+    ]
+    try:
+        deadline = time.monotonic() + 30
+        while masters[0].pid not in tagged(tag, title):
+            assert time.monotonic() < deadline, "the master did not appear"
+            time.sleep(0.05)
+        assert tagged(tag) == []  # no tag in its environment
+        assert end_run(tag, grace=1, title=title) == 1
+        assert masters[0].wait(5) is not None
+        assert masters[1].poll() is None  # another run's master stays
+    finally:
+        for master in masters:
+            master.kill()
+            master.wait(5)

@@ -412,8 +412,8 @@ def test_worker_and_migrate_make_the_data_dir_private(
     from typer.testing import CliRunner
 
     from rke2_manager import cli
-    from rke2_manager.jobs.runner import worker
     from rke2_manager.config import get_settings
+    from rke2_manager.jobs.runner import worker
 
     started: list[Any] = []
 

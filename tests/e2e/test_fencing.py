@@ -528,14 +528,13 @@ def test_a_paused_managers_run_is_refused_by_the_node_a_newer_job_touched(
             def said() -> bool:
                 return any(f"job {stale}" in x and fenced in x for x in a.text().splitlines())
 
-            with contextlib.suppress(AssertionError):
-                wait_until(lambda: said() or "nothing more is written" in a.text(), 30, "A")
-            if not said():
-                pytest.xfail(
-                    f"worker A's log does not say why job {stale} failed; expected a line like "
-                    f"'job {stale} lost its lock; its run is ended, nothing more is written "
-                    f"(m1: task 'Fetch the admin kubeconfig' failed: ...{fenced})'"
-                )
+            # Worker A, woken, writes nothing more for the job (it is another's to record now)
+            # and says it lost its lock. Whether its line also carries the node's reason
+            # depends on a race it need not win: its lease check (which ends the run at once)
+            # against reading the refused step's result from ansible-playbook's output.
+            lost = f"job {stale} lost its lock; its run is ended, nothing more is written"
+            wait_until(lambda: lost in a.text(), 30, f"worker A to say job {stale} lost its lock")
+            print("worker A said the node's reason too:", said())
         finally:
             signal_all(frozen, signal.SIGCONT)
             for w in workers:

@@ -26,7 +26,7 @@ import ansible_runner
 from rke2_manager.execution.events import HostEvent, interpret, redact
 from rke2_manager.execution.procs import RUN_ENV, RunProcess, end_run, leader
 from rke2_manager.execution.run_inputs import HostSpec, learned_host_keys, write_run_inputs
-from rke2_manager.execution.ssh import ssh_env
+from rke2_manager.execution.ssh import master_title, ssh_env
 from rke2_manager.netpolicy import check_allowed
 
 log = logging.getLogger(__name__)
@@ -224,10 +224,14 @@ def run_playbook(
         done.set()
         # ansible-runner kills only ansible-playbook's process group; its forks (setsid) and
         # the SSH masters are ended here, success or not, before the job may settle
-        left = end_run(spec.run_tag, spec.kill_grace)
+        left = end_run(spec.run_tag, spec.kill_grace, title=_master(spec))
         if left:
             log.info("run %s: ended %d process(es) left after the playbook", spec.run_tag, left)
         shutil.rmtree(private_dir, ignore_errors=True)
+
+
+def _master(spec: RunSpec) -> str:
+    return master_title(spec.cluster_id, spec.run_tag)
 
 
 def _stop_when_asked(
@@ -241,7 +245,7 @@ def _stop_when_asked(
     while not done.wait(0.2):
         if should_cancel():
             try:
-                end_run(spec.run_tag, spec.kill_grace)
+                end_run(spec.run_tag, spec.kill_grace, title=_master(spec))
             except Exception:
                 log.exception("run %s: could not end it on request", spec.run_tag)
             return

@@ -67,17 +67,26 @@ def _parent(pid: int) -> int | None:
     return int(stat[stat.rfind(")") + 2 :].split()[1])
 
 
-def tagged(tag: str) -> list[int]:
-    """The live processes whose environment carries ``RKE2M_RUN=<tag>`` (zombies excluded:
-    their environment is gone, and they hold nothing but a pid until reaped)."""
+def tagged(tag: str, title: str | None = None) -> list[int]:
+    """The live processes whose environment carries ``RKE2M_RUN=<tag>``, or whose command line
+    starts with ``title`` (zombies excluded: their environment and command line are gone, and
+    they hold nothing but a pid until reaped).
+
+    ``title`` finds the run's ssh ControlPersist masters, which overwrite their environment
+    with their process title (see :func:`rke2_manager.execution.ssh.master_title`).
+    """
     needle = f"{RUN_ENV}={tag}".encode() + b"\0"
+    prefix = title.encode() if title else None
     found = []
     for entry in _pids():
         try:
             environ = (_PROC / str(entry) / "environ").read_bytes()
+            cmdline = (_PROC / str(entry) / "cmdline").read_bytes() if prefix else b""
         except OSError:
             continue  # gone, or not ours to read
-        if (b"\0" + environ).find(b"\0" + needle) != -1:
+        if (b"\0" + environ).find(b"\0" + needle) != -1 or (
+            prefix is not None and cmdline.startswith(prefix)
+        ):
             found.append(entry)
     return found
 
@@ -107,15 +116,16 @@ def _signal(pids: list[int], sig: signal.Signals) -> None:
             os.kill(pid, sig)
 
 
-def end_run(tag: str, grace: float, patience: float = 10.0) -> int:
+def end_run(tag: str, grace: float, patience: float = 10.0, title: str | None = None) -> int:
     """End every process of the run tagged ``tag`` and wait until none is left.
 
     SIGTERM first (ssh closes its sessions, ansible-playbook its forks), SIGKILL to what is
     left after ``grace`` seconds, then up to ``patience`` seconds more for the kernel to take
     them (a process in uninterruptible sleep dies only when it wakes). Returns how many
     processes were found; raises RunNotEnded if some are still there after all that.
+    ``title``: see :func:`tagged`.
     """
-    pids = tagged(tag)
+    pids = tagged(tag, title)
     if not pids:
         return 0
     found = len(pids)
@@ -124,14 +134,14 @@ def end_run(tag: str, grace: float, patience: float = 10.0) -> int:
     deadline = time.monotonic() + grace
     while pids and time.monotonic() < deadline:
         time.sleep(0.1)
-        pids = tagged(tag)
+        pids = tagged(tag, title)
     deadline = time.monotonic() + patience
     while pids:
         _signal(pids, signal.SIGKILL)
         if time.monotonic() > deadline:
             raise RunNotEnded(tag, pids)
         time.sleep(0.1)
-        pids = tagged(tag)
+        pids = tagged(tag, title)
     return found
 
 

@@ -47,8 +47,11 @@ def short_hash(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()[:16]
 
 
-#: Longest Unix socket path on Linux is 107 bytes; ssh adds a temporary suffix while binding.
-MAX_SOCKET_PATH = 100
+#: Longest Unix socket path on Linux (108 bytes with the terminating NUL).
+MAX_SOCKET_PATH = 107
+#: ssh binds the master's socket under a temporary name first: the path plus ``.`` and 16
+#: random characters (OpenSSH mux.c).
+BIND_SUFFIX = 17
 
 
 def control_path(cluster_id: int, run_tag: str) -> str:
@@ -57,9 +60,19 @@ def control_path(cluster_id: int, run_tag: str) -> str:
     Raises ControlDirError if the socket path would be too long (a long ``TMPDIR``).
     """
     path = f"{control_dir()}/c{cluster_id}-{short_hash(run_tag)}-%C"
-    if len(path.encode()) - 2 + 40 > MAX_SOCKET_PATH:  # %C expands to 40 hex digits
+    # %C expands to 40 hex digits
+    if len(path.encode()) - 2 + 40 + BIND_SUFFIX > MAX_SOCKET_PATH:
         raise ControlDirError(f"SSH control socket path {path} is too long: shorten TMPDIR")
     return path
+
+
+def master_title(cluster_id: int, run_tag: str) -> str:
+    """How the run's ControlPersist masters name themselves (``ssh: <ControlPath> [mux]``).
+
+    ssh's setproctitle overwrites the master's environment, so it no longer carries the run's
+    tag; :func:`~rke2_manager.execution.procs.end_run` finds it by this title instead.
+    """
+    return "ssh: " + control_path(cluster_id, run_tag).removesuffix("%C")
 
 
 def ssh_env(

@@ -19,6 +19,7 @@ import time
 from rke2_manager.cluster_lock import lock_cluster_row
 from rke2_manager.context import AppContext
 from rke2_manager.execution.procs import RunNotEnded, end_run
+from rke2_manager.execution.ssh import ControlDirError, master_title
 from rke2_manager.jobs.settle import settle
 from rke2_manager.models import Job, JobStatus, utcnow
 
@@ -80,7 +81,11 @@ def end_local_run(job: Job, grace: float) -> bool:
     if job.run_tag is None:
         return True  # its run had not begun (and cannot now: the worker's writes are fenced)
     try:
-        ended = end_run(job.run_tag, grace)
+        title = master_title(job.cluster_id, job.run_tag)
+    except ControlDirError:
+        title = None
+    try:
+        ended = end_run(job.run_tag, grace, title=title)
     except RunNotEnded:
         log.error("job %s: processes of its run survive SIGKILL", job.id)
         return False

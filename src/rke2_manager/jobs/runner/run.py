@@ -90,14 +90,18 @@ def execute(ctx: AppContext, claim: Claim, stop: StopSignal) -> None:
     reason: str | None = "internal error"
     logw = LogWriter(fence)
     lost = False
+    late: dict[str, str] = {}
+    """Host failures after the stop: not the nodes' state (the kill's doing, or a node's fence
+    refusing a run that lost its lock), but worth a line in the worker's log."""
     try:
         spec, progress = prepare(ctx, fence)
         logw.progress = tracked = progress
 
         def host_fact(fact: HostEvent) -> None:
             if stop.is_set():
-                # the run is being ended: its hosts' failures from now on are the kill's
                 tracked.follow(fact)
+                if fact.kind in ("failed", "unreachable") and fact.reason:
+                    late.setdefault(fact.host, fact.reason)
             else:
                 on_host(fence, tracked, fact)
             logw.tick()
@@ -123,13 +127,7 @@ def execute(ctx: AppContext, claim: Claim, stop: StopSignal) -> None:
                 # Ansible's output ends at the last TASK line: say why it stops there
                 logw.write([f"rke2-manager: {reason}"])
     except LockLost:
-        failed = progress.failed if progress is not None else {}
-        fenced = "; ".join(f"{host}: {why}" for host, why in failed.items())
-        log.warning(
-            "job %s lost its lock; its run is ended, nothing more is written%s",
-            claim.job_id,
-            f" ({fenced})" if fenced else "",
-        )
+        _log_lost(claim, progress, late)
         lost = True
     except (AddressNotAllowed, FileNotFoundError, PathNotAllowed) as exc:
         reason = str(exc)
@@ -137,8 +135,21 @@ def execute(ctx: AppContext, claim: Claim, stop: StopSignal) -> None:
         log.exception("job %s crashed", claim.job_id)
         reason = f"internal error: {type(exc).__name__}: {exc}"
     finally:
-        if not lost:
-            _finish_safely(ctx, claim, progress, status, reason, logw, stop.is_set())
+        stopped = stop.is_set()
+        if not lost and not _finish_safely(ctx, claim, progress, status, reason, logw, stopped):
+            _log_lost(claim, progress, late)
+
+
+def _log_lost(claim: Claim, progress: Progress | None, late: dict[str, str]) -> None:
+    """Say that the job lost its lock, and what its hosts reported (a node's fence refusing
+    the run says ``fenced: node X was taken over by job N``)."""
+    failed = {**(progress.failed if progress is not None else {}), **late}
+    said = "; ".join(f"{host}: {why}" for host, why in failed.items())
+    log.warning(
+        "job %s lost its lock; its run is ended, nothing more is written%s",
+        claim.job_id,
+        f" ({said})" if said else "",
+    )
 
 
 def _finish_safely(
@@ -149,19 +160,20 @@ def _finish_safely(
     reason: str | None,
     logw: LogWriter,
     stopped: bool,
-) -> None:
+) -> bool:
     """Record the job's end; if that fails, still settle it (job, G3 successor, nodes, stage,
     lock) without what the run learned, so nothing is left queued, running or mid-change.
 
     While the database is unavailable (a restart, a failover) this keeps trying, with the
     lease still renewed by the worker, for up to ``RKE2M_LOCK_TTL``: an outage shorter than
-    the lease costs the job nothing.
+    the lease costs the job nothing. Returns False if the job turned out to have lost its
+    lock (nothing was written).
     """
     deadline = time.monotonic() + ctx.settings.lock_ttl
     try:
         _retry(deadline, claim, "store its last output lines", logw.flush_all)
     except LockLost:
-        return
+        return False
     except Exception:
         log.exception("job %s: could not store its last output lines", claim.job_id)
     try:
@@ -173,9 +185,9 @@ def _finish_safely(
         )
         if progress is not None:
             JOBS_FINISHED.labels(progress.operation.value, status.value).inc()
-        return
+        return True
     except LockLost:
-        return
+        return False
     except Exception:
         log.exception(
             "job %s: could not record its end; settling it without its results", claim.job_id
@@ -188,14 +200,15 @@ def _finish_safely(
                 job = session.get(Job, claim.job_id)
                 assert job is not None
                 settle(session, ctx.settings, job, JobStatus.FAILED, ended, pass_lock=pass_lock)
-            return
+            return True
         except LockLost:
-            return
+            return False
         except Exception:
             log.exception("job %s: could not settle (pass_lock=%s)", claim.job_id, pass_lock)
     log.error(
         "job %s: left to the lease reaper, which settles it when its lease ends", claim.job_id
     )
+    return True
 
 
 def _retry(deadline: float, claim: Claim, what: str, action: Callable[[], None]) -> None:

@@ -237,12 +237,16 @@ class Worker:
         renewed = checked = time.monotonic()
         while not signal.wait(min(settings.lock_check_interval, settings.lock_ttl / 3)):
             if time.monotonic() - checked > settings.lock_ttl:
-                # its lease has run out without a word from the database: another worker may
-                # have taken the lock; stop changing nodes (their fences would refuse us anyway)
+                # a whole lease without a word from the database (it was away, or this process
+                # was paused): another worker may hold the lock now, so stop changing nodes at
+                # once (their fences would refuse us anyway)
                 log.error(
-                    "job %s: no contact with the database for a lease; ending its run", claim.job_id
+                    "job %s: no lease check succeeded for %.0f s (database away, or this "
+                    "process paused); ending its run",
+                    claim.job_id,
+                    time.monotonic() - checked,
                 )
-                signal.stop("lost contact with the database for longer than its lease")
+                signal.stop("no contact with the database for longer than its lease")
                 return
             try:
                 if time.monotonic() - renewed >= settings.lock_ttl / 3:
