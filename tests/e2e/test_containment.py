@@ -35,6 +35,7 @@ from fastapi.testclient import TestClient
 from rke2_manager.config import PACKAGE_DIR, Settings
 from rke2_manager.db import Database
 from rke2_manager.execution import procs
+from rke2_manager.execution.ssh import master_title
 from rke2_manager.models import Cluster, Job
 from tests.e2e.support import E2E_VARS, Api
 from tests.factories import TEST_SECRET_KEY
@@ -95,8 +96,10 @@ def describe(pid: int) -> str:
 
 
 def on_manager(old: Old) -> list[str]:
-    """Live processes on the manager's machine that carry the old run's ``RKE2M_RUN`` tag."""
-    return [describe(pid) for pid in procs.tagged(old.run_tag)]
+    """Live processes on the manager's machine of the old run: those that carry its
+    ``RKE2M_RUN`` tag, and its ssh masters (whose title replaces their environment)."""
+    title = master_title(old.cluster, old.run_tag)
+    return [describe(pid) for pid in procs.tagged(old.run_tag, title)]
 
 
 def on_host(lab: Lab, host: str, old: Old) -> list[str]:
