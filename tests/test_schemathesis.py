@@ -120,9 +120,9 @@ def _with_usable_nodes(body: dict[str, Any]) -> dict[str, Any]:
 def flatmap_body(context: schemathesis.HookContext, body: Any) -> st.SearchStrategy[Any]:
     """Give half the bodies with nodes names and addresses the API accepts.
 
-    The schema says only "string" for a node's hostname and IP, so the generated ones are
-    almost never valid, and without this the requests that add, create or remove nodes would
-    stop at validation (422) before the guardrails and the lock.
+    The schema's patterns make generated names and addresses valid, but they name nodes the
+    seeded clusters do not have: without this, removals would stop at 404/400 before the quorum
+    and confirmation guardrails, and additions would rarely meet the duplicate checks (G4).
     """
     if isinstance(body, dict) and isinstance(body.get("nodes"), list):
         return st.sampled_from([body, _with_usable_nodes(body)])

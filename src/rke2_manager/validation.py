@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -45,15 +45,73 @@ def check_address(value: str) -> str:
             raise ValueError(f"'{value}' is neither an IP address nor a hostname") from None
 
 
-Hostname = Annotated[str, Field(max_length=253), AfterValidator(check_hostname)]
-IPAddress = Annotated[str, Field(max_length=45), AfterValidator(check_ip)]
-Address = Annotated[str, Field(max_length=255), AfterValidator(check_address)]
-Role = Literal["server", "agent"]
+_LABEL_RE = "[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+HOSTNAME_PATTERN = f"^{_LABEL_RE}(\\.{_LABEL_RE})*\\.?$"
+"""Names :func:`check_hostname` accepts, for the OpenAPI document (the validator decides:
+it also trims surrounding whitespace and trailing dots, and stores the name lowercased)."""
+_OCTET = "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_UNICAST_FIRST_OCTET = "(25[0-5]|24[0-9]|22[0-3]|2[01][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+IPV4_PATTERN = f"^{_UNICAST_FIRST_OCTET}(\\.{_OCTET}){{3}}$"
+"""IPv4 addresses outside multicast (224.0.0.0/4), in dotted-quad form without leading zeros."""
+_IPV4: dict[str, Any] = {"pattern": IPV4_PATTERN, "not": {"const": "0.0.0.0"}}
+_IPV6: dict[str, Any] = {"format": "ipv6"}
+_HOSTNAME_DOC = (
+    "An RFC 1123 host name (what Kubernetes accepts as a node name): dot-separated labels of "
+    "letters, digits and inner hyphens, each at most 63 characters, 253 in all; stored "
+    "lowercased, without a trailing dot."
+)
+_IP_DOC = (
+    "A unicast IPv4 or IPv6 address (not 0.0.0.0, ::, or multicast; no IPv6 zone id); stored "
+    "in its canonical text form."
+)
+
+Hostname = Annotated[
+    str,
+    Field(
+        max_length=253,
+        description=_HOSTNAME_DOC,
+        examples=["worker-01"],
+        json_schema_extra={"pattern": HOSTNAME_PATTERN},
+    ),
+    AfterValidator(check_hostname),
+]
+IPAddress = Annotated[
+    str,
+    Field(
+        max_length=45,
+        description=_IP_DOC,
+        examples=["10.0.0.5"],
+        json_schema_extra={"anyOf": [_IPV4, _IPV6]},
+    ),
+    AfterValidator(check_ip),
+]
+Address = Annotated[
+    str,
+    Field(
+        max_length=255,
+        description="An IP address or a host name (see the node fields' rules)",
+        examples=["10.0.0.10"],
+        json_schema_extra={"anyOf": [_IPV4, _IPV6, {"pattern": HOSTNAME_PATTERN}]},
+    ),
+    AfterValidator(check_address),
+]
+Role = Annotated[
+    Literal["server", "agent"],
+    Field(
+        description="server: a control-plane node (etcd, API server); agent: a worker node",
+        examples=["agent"],
+    ),
+]
 MAX_NODES_PER_REQUEST = 100
 
 
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def example_of(model: type[BaseModel]) -> dict[str, Any]:
+    """An example body of ``model`` for the OpenAPI document: each field's first example."""
+    return {name: field.examples[0] for name, field in model.model_fields.items() if field.examples}
 
 
 class NodeIn(StrictModel):
@@ -68,13 +126,37 @@ class NodeRef(StrictModel):
     """A node to remove, by hostname; ``ip`` and ``role``, when given, must match the node."""
 
     hostname: Hostname
-    ip: IPAddress | None = None
-    role: Role | None = None
+    ip: IPAddress | None = Field(
+        None, description="When given, must be the node's IP", examples=["10.0.0.5"]
+    )
+    role: Role | None = Field(
+        None, description="When given, must be the node's role", examples=["agent"]
+    )
 
 
 class NodesIn(StrictModel):
-    nodes: Annotated[list[NodeIn], Field(min_length=1, max_length=MAX_NODES_PER_REQUEST)]
+    """The nodes to add (each hostname and IP new to the cluster and to the request)."""
+
+    nodes: Annotated[
+        list[NodeIn],
+        Field(
+            min_length=1,
+            max_length=MAX_NODES_PER_REQUEST,
+            description=f"1 to {MAX_NODES_PER_REQUEST} nodes to add",
+            examples=[[{"hostname": "w2", "ip": "10.0.0.5", "role": "agent"}]],
+        ),
+    ]
 
 
 class NodeRefsIn(StrictModel):
-    nodes: Annotated[list[NodeRef], Field(min_length=1, max_length=MAX_NODES_PER_REQUEST)]
+    """The nodes to remove."""
+
+    nodes: Annotated[
+        list[NodeRef],
+        Field(
+            min_length=1,
+            max_length=MAX_NODES_PER_REQUEST,
+            description=f"1 to {MAX_NODES_PER_REQUEST} nodes of the cluster to remove",
+            examples=[[{"hostname": "w2"}]],
+        ),
+    ]

@@ -6,9 +6,10 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy import select
 
+from rke2_manager.api import problems
 from rke2_manager.api.auth import AdminActor
 from rke2_manager.api.deps import MAX_ID, CtxDep
 from rke2_manager.errors import InvalidRequest
@@ -18,18 +19,30 @@ router = APIRouter(prefix="/api/audit", tags=["audit"])
 
 
 class AuditOut(BaseModel):
-    id: int
-    at: datetime
-    actor: str
-    role: str | None
-    action: str
-    cluster_id: int | None
-    job_id: int | None
-    result: str
-    detail: dict[str, Any]
+    """One audited call."""
+
+    id: int = Field(description="The entry's id (page with after_id)", examples=[1201])
+    at: datetime = Field(description="When the call was made", examples=["2026-12-02T10:00:00Z"])
+    actor: str = Field(description="Who made it (token name)", examples=["ci-deployer"])
+    role: str | None = Field(
+        description="The caller's role then; null if no token has the name", examples=["operator"]
+    )
+    action: str = Field(
+        description="What was done (or tried, for a refusal)", examples=["cluster.update"]
+    )
+    cluster_id: int | None = Field(description="The cluster concerned, if any", examples=[1])
+    job_id: int | None = Field(description="The job concerned, if any", examples=[None])
+    result: str = Field(
+        description="What came of it: ok, or a refusal's status and detail",
+        examples=["ok", "409 Cluster is busy with operation 'install' (job 42). Please wait."],
+    )
+    detail: dict[str, Any] = Field(
+        description="What else is known (e.g. the fields changed)",
+        examples=[{"fields": ["registration_address"]}],
+    )
 
 
-@router.get("", response_model=list[AuditOut])
+@router.get("", response_model=list[AuditOut], responses=problems.responses(400, 401, 403, 422))
 def list_audit(
     ctx: CtxDep,
     actor: AdminActor,

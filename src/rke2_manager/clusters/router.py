@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Response
 
+from rke2_manager.api import problems
 from rke2_manager.api.auth import VIEWER, AdminActor, OperatorActor
 from rke2_manager.api.deps import ClusterId, CtxDep, ReadSessionDep
 from rke2_manager.clusters import service
@@ -30,7 +31,12 @@ HostnamePath = Annotated[
 ]
 
 
-@router.post("", status_code=201, response_model=ClusterOut)
+@router.post(
+    "",
+    status_code=201,
+    response_model=ClusterOut,
+    responses=problems.responses(400, 401, 403, 409, 413, 422),
+)
 def create_cluster(body: ClusterCreate, ctx: CtxDep, actor: OperatorActor) -> ClusterOut:
     """Create a cluster with its first nodes (PENDING); the first server is the initial master."""
     with ctx.db.transaction() as session:
@@ -40,18 +46,32 @@ def create_cluster(body: ClusterCreate, ctx: CtxDep, actor: OperatorActor) -> Cl
         return cluster_out(cluster, ctx.box)
 
 
-@router.get("", response_model=list[ClusterOut], dependencies=[VIEWER])
+@router.get(
+    "",
+    response_model=list[ClusterOut],
+    dependencies=[VIEWER],
+    responses=problems.responses(400, 401, 403),
+)
 def list_clusters(session: ReadSessionDep) -> list[ClusterOut]:
     return [cluster_out(c) for c in service.list_clusters(session)]
 
 
-@router.get("/{cluster_id}", response_model=ClusterOut, dependencies=[VIEWER])
+@router.get(
+    "/{cluster_id}",
+    response_model=ClusterOut,
+    dependencies=[VIEWER],
+    responses=problems.responses(400, 401, 403, 404, 422),
+)
 def get_cluster(cluster_id: ClusterId, session: ReadSessionDep) -> ClusterOut:
     """The cluster with its nodes and its lock."""
     return cluster_out(service.get_cluster(session, cluster_id))
 
 
-@router.patch("/{cluster_id}", response_model=ClusterOut)
+@router.patch(
+    "/{cluster_id}",
+    response_model=ClusterOut,
+    responses=problems.responses(400, 401, 403, 404, 409, 413, 422),
+)
 def update_cluster(
     cluster_id: ClusterId, body: ClusterUpdate, ctx: CtxDep, actor: OperatorActor
 ) -> ClusterOut:
@@ -63,7 +83,11 @@ def update_cluster(
         return cluster_out(cluster, ctx.box)
 
 
-@router.delete("/{cluster_id}", status_code=204)
+@router.delete(
+    "/{cluster_id}",
+    status_code=204,
+    responses=problems.responses(400, 401, 403, 404, 409, 413, 422),
+)
 def delete_cluster(cluster_id: ClusterId, ctx: CtxDep, actor: AdminActor) -> Response:
     """Forget an idle cluster (its machines are left untouched); 409 while it is locked."""
     with ctx.db.transaction() as session:
@@ -71,12 +95,21 @@ def delete_cluster(cluster_id: ClusterId, ctx: CtxDep, actor: AdminActor) -> Res
     return Response(status_code=204)
 
 
-@router.get("/{cluster_id}/nodes", response_model=list[NodeOut], dependencies=[VIEWER])
+@router.get(
+    "/{cluster_id}/nodes",
+    response_model=list[NodeOut],
+    dependencies=[VIEWER],
+    responses=problems.responses(400, 401, 403, 404, 422),
+)
 def list_nodes(cluster_id: ClusterId, session: ReadSessionDep) -> list[NodeOut]:
     return [node_out(n) for n in service.get_cluster(session, cluster_id).nodes]
 
 
-@router.post("/{cluster_id}/nodes/{hostname}/accept-host-key", response_model=NodeOut)
+@router.post(
+    "/{cluster_id}/nodes/{hostname}/accept-host-key",
+    response_model=NodeOut,
+    responses=problems.responses(400, 401, 403, 404, 409, 413, 422),
+)
 def accept_host_key(
     cluster_id: ClusterId, hostname: HostnamePath, ctx: CtxDep, actor: AdminActor
 ) -> NodeOut:
@@ -87,13 +120,23 @@ def accept_host_key(
         return node_out(accept_host_key_(session, cluster_id, hostname, actor))
 
 
-@router.get("/{cluster_id}/lock", response_model=LockOut, dependencies=[VIEWER])
+@router.get(
+    "/{cluster_id}/lock",
+    response_model=LockOut,
+    dependencies=[VIEWER],
+    responses=problems.responses(400, 401, 403, 404, 422),
+)
 def get_lock(cluster_id: ClusterId, session: ReadSessionDep) -> LockOut:
     """Who holds the cluster's operation lock, since when, until when."""
     return lock_out(service.get_cluster(session, cluster_id))
 
 
-@router.get("/{cluster_id}/queue", response_model=list[QueuedJob], dependencies=[VIEWER])
+@router.get(
+    "/{cluster_id}/queue",
+    response_model=list[QueuedJob],
+    dependencies=[VIEWER],
+    responses=problems.responses(400, 401, 403, 404, 422),
+)
 def get_queue(cluster_id: ClusterId, session: ReadSessionDep) -> list[QueuedJob]:
     """Jobs waiting for the cluster's lock, first to start first (G3 waiting jobs excluded)."""
     service.get_cluster(session, cluster_id, with_nodes=False)
@@ -103,7 +146,17 @@ def get_queue(cluster_id: ClusterId, session: ReadSessionDep) -> list[QueuedJob]
     ]
 
 
-@router.get("/{cluster_id}/kubeconfig", response_class=Response)
+@router.get(
+    "/{cluster_id}/kubeconfig",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "The kubeconfig (YAML)",
+            "content": {"application/yaml": {"schema": {"type": "string"}}},
+        },
+        **problems.responses(400, 401, 403, 404, 422),
+    },
+)
 def get_kubeconfig(
     cluster_id: ClusterId, session: ReadSessionDep, ctx: CtxDep, actor: AdminActor
 ) -> Response:

@@ -30,13 +30,22 @@ from rke2_manager.validation import (
     Address,
     NodeIn,
     StrictModel,
+    example_of,
 )
 
 if TYPE_CHECKING:
     from rke2_manager.models import Cluster, Node
     from rke2_manager.vault import SecretBox
 
-ClusterName = Annotated[str, Field(pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
+ClusterName = Annotated[
+    str,
+    Field(
+        pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$",
+        description="The cluster's name, unique: lowercase letters, digits and inner hyphens, "
+        "at most 63 characters",
+        examples=["prod"],
+    ),
+]
 MAX_PRIVATE_KEY = 16_384
 
 CONFIG_DESCRIPTION = (
@@ -73,27 +82,57 @@ CONFIG_SCHEMA: dict[str, Any] = {
 
 
 class SSHIn(StrictModel):
-    user: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_-]{0,31}$")] = "root"
-    port: Annotated[int, Field(ge=1, le=65535)] = 22
-    private_key: Annotated[SecretStr, Field(max_length=MAX_PRIVATE_KEY)] | None = None
-    """Write-only. Generated (ed25519) when absent; its public key is then shown."""
+    """How the manager reaches the nodes over SSH."""
+
+    user: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_-]{0,31}$")] = Field(
+        "root",
+        description="The SSH user on every node; a user other than root uses sudo",
+        examples=["root", "ubuntu"],
+    )
+    port: Annotated[int, Field(ge=1, le=65535)] = Field(
+        22, description="The nodes' SSH port", examples=[22]
+    )
+    private_key: Annotated[SecretStr, Field(max_length=MAX_PRIVATE_KEY)] | None = Field(
+        None,
+        description="Write-only: the SSH private key (OpenSSH or PEM). Generated (ed25519) when "
+        "absent; its public key is then shown as ssh.public_key",
+        examples=["-----BEGIN OPENSSH PRIVATE KEY-----\n...\n-----END OPENSSH PRIVATE KEY-----\n"],
+    )
     host_key_checking: bool = Field(
         True,
         description="Pin each node's SSH host key on first contact and refuse a changed one. "
         "Turn off only for throwaway labs whose hosts are rebuilt with new keys.",
+        examples=[True],
     )
 
 
 class RKE2In(StrictModel):
-    version: Annotated[str, Field(max_length=64, pattern=r"^v1\.\d+\.\d+\+rke2r\d+$")] | None = None
-    channel: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9.-]{0,31}$")] = "stable"
+    """Which RKE2 to install, from where, and with what config.yaml."""
+
+    version: Annotated[str, Field(max_length=64, pattern=r"^v1\.\d+\.\d+\+rke2r\d+$")] | None = (
+        Field(
+            None,
+            description="The RKE2 release to install; null: the channel's current one",
+            examples=["v1.31.4+rke2r1"],
+        )
+    )
+    channel: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9.-]{0,31}$")] = Field(
+        "stable",
+        description="The release channel, used when version is null",
+        examples=["stable", "latest", "v1.31"],
+    )
     artifact_dir: Annotated[str, Field(max_length=MAX_PATH, pattern=r"^/")] | None = Field(
         None,
         description="An air-gap artifact directory: a normalised absolute path under the "
-        "artifact root (RKE2M_ARTIFACT_ROOT, default <data dir>/artifacts).",
+        "artifact root (RKE2M_ARTIFACT_ROOT, default <data dir>/artifacts). When set, nodes "
+        "are installed from it instead of the online install script.",
+        examples=["/srv/rke2-artifacts/v1.31.4"],
     )
     config: dict[str, Any] = Field(
-        default_factory=dict, description=CONFIG_DESCRIPTION, json_schema_extra=CONFIG_SCHEMA
+        default_factory=dict,
+        description=CONFIG_DESCRIPTION,
+        examples=[{"cni": "canal", "tls-san": ["k8s.example.com"]}],
+        json_schema_extra=CONFIG_SCHEMA,
     )
 
     @field_validator("config")
@@ -102,12 +141,41 @@ class RKE2In(StrictModel):
         return check_config(value)
 
 
+_NODES_EXAMPLE = [
+    {"hostname": "m1", "ip": "10.0.0.1", "role": "server"},
+    {"hostname": "w1", "ip": "10.0.0.21", "role": "agent"},
+]
+_SSH_EXAMPLE = {"user": "root", "port": 22, "host_key_checking": True}
+_RKE2_EXAMPLE = {"version": "v1.31.4+rke2r1", "channel": "stable", "config": {"cni": "canal"}}
+_REGISTRATION_DOC = (
+    "A fixed address (load balancer or DNS name) in front of the servers, which nodes join "
+    "through and the kubeconfig points at; null: the current initial master"
+)
+
+
 class ClusterCreate(StrictModel):
+    """A new cluster: only name and nodes are required."""
+
     name: ClusterName
-    nodes: Annotated[list[NodeIn], Field(min_length=1, max_length=MAX_NODES_PER_REQUEST)]
-    ssh: SSHIn = Field(default_factory=SSHIn)
-    rke2: RKE2In = Field(default_factory=RKE2In)
-    registration_address: Address | None = None
+    nodes: Annotated[
+        list[NodeIn],
+        Field(
+            min_length=1,
+            max_length=MAX_NODES_PER_REQUEST,
+            description=f"The first nodes (1 to {MAX_NODES_PER_REQUEST}), all PENDING; at least "
+            "one server, and the first server is the initial master",
+            examples=[_NODES_EXAMPLE],
+        ),
+    ]
+    ssh: SSHIn = Field(
+        default_factory=SSHIn, description="SSH access to the nodes", examples=[_SSH_EXAMPLE]
+    )
+    rke2: RKE2In = Field(
+        default_factory=RKE2In, description="What RKE2 to install", examples=[_RKE2_EXAMPLE]
+    )
+    registration_address: Address | None = Field(
+        None, description=_REGISTRATION_DOC, examples=["k8s.example.com", None]
+    )
 
     @model_validator(mode="after")
     def _needs_a_server(self) -> ClusterCreate:
@@ -121,69 +189,151 @@ class ClusterCreate(StrictModel):
 class ClusterUpdate(StrictModel):
     """Editable settings; nodes change only through scale/add and scale/remove."""
 
-    name: ClusterName | None = None
-    registration_address: Address | None = None
-    rke2: RKE2In | None = None
-    ssh: SSHIn | None = None
+    name: ClusterName | None = Field(
+        None, description="A new name (unique); null or absent: unchanged", examples=["prod-eu"]
+    )
+    registration_address: Address | None = Field(
+        None,
+        description=_REGISTRATION_DOC + "; null: cleared; absent: unchanged",
+        examples=["k8s.example.com"],
+    )
+    rke2: RKE2In | None = Field(
+        None,
+        description="New RKE2 settings, replacing the stored ones (see config for how secret "
+        "keys are kept); null or absent: unchanged",
+        examples=[_RKE2_EXAMPLE],
+    )
+    ssh: SSHIn | None = Field(
+        None,
+        description="New SSH settings, replacing the stored ones (a private_key not given keeps "
+        "the stored key); null or absent: unchanged",
+        examples=[_SSH_EXAMPLE],
+    )
+
+
+_AT = "2026-12-02T10:00:00Z"
 
 
 class NodeOut(BaseModel):
-    id: int
-    hostname: str
-    ip: str
-    role: str
-    status: str
-    status_reason: str | None
-    is_initial_master: bool
-    host_key: str | None = Field(
-        description="SSH host key pinned on first contact (`<type> <base64>`), null until then"
+    """A node of a cluster."""
+
+    id: int = Field(description="The node's id", examples=[7])
+    hostname: str = Field(description="The node's name (RFC 1123, lowercase)", examples=["w1"])
+    ip: str = Field(description="The address the manager reaches it at", examples=["10.0.0.21"])
+    role: str = Field(description="server or agent", examples=["agent"])
+    status: str = Field(
+        description="PENDING (not installed yet), INSTALLING, ACTIVE, FAILED or REMOVING",
+        examples=["ACTIVE"],
     )
-    host_key_pinned_at: datetime | None
+    status_reason: str | None = Field(
+        description="Why the node is in its status (e.g. the failed task), if known",
+        examples=[None, "Task 'Start rke2-server' failed: timed out after 600 s"],
+    )
+    is_initial_master: bool = Field(
+        description="The server other nodes join through (when no registration address is set)",
+        examples=[False],
+    )
+    host_key: str | None = Field(
+        description="SSH host key pinned on first contact (`<type> <base64>`), null until then",
+        examples=["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMx..."],
+    )
+    host_key_pinned_at: datetime | None = Field(
+        description="When the host key was pinned", examples=[_AT]
+    )
     host_key_offered: str | None = Field(
         description="Fingerprint of a different key the node offered; accept it with "
-        "POST /api/clusters/{id}/nodes/{hostname}/accept-host-key (admin)"
+        "POST /api/clusters/{id}/nodes/{hostname}/accept-host-key (admin)",
+        examples=[None, "SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s"],
     )
-    created_at: datetime
-    updated_at: datetime
+    created_at: datetime = Field(description="When the node was added", examples=[_AT])
+    updated_at: datetime = Field(description="When the node last changed", examples=[_AT])
 
 
 class LockOut(BaseModel):
-    operation_status: str
-    current_job_id: int | None
-    operation_started_at: datetime | None
-    operation_locked_by: str | None
-    lock_expires_at: datetime | None
-    fencing_token: int
+    """A cluster's operation lock: at most one job changes a cluster at a time."""
+
+    operation_status: str = Field(
+        description="idle, or running while a job holds the lock", examples=["running"]
+    )
+    current_job_id: int | None = Field(
+        description="The job holding the lock; null when idle", examples=[42]
+    )
+    operation_started_at: datetime | None = Field(
+        description="When the lock was taken", examples=[_AT]
+    )
+    operation_locked_by: str | None = Field(
+        description="The operation holding the lock; null when idle",
+        examples=["scale_add_masters"],
+    )
+    lock_expires_at: datetime | None = Field(
+        description="When the lock's lease runs out unless its worker renews it", examples=[_AT]
+    )
+    fencing_token: int = Field(
+        description="Increases each time the lock is taken; the nodes refuse a run holding an "
+        "older one",
+        examples=[12],
+    )
 
 
 class SSHOut(BaseModel):
-    user: str
-    port: int
-    public_key: str | None
-    host_key_checking: bool
+    """SSH access to the nodes (the private key is never shown)."""
+
+    user: str = Field(description="The SSH user on every node", examples=["root"])
+    port: int = Field(description="The nodes' SSH port", examples=[22])
+    public_key: str | None = Field(
+        description="The public half of the cluster's SSH key, to put in authorized_keys",
+        examples=["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJ... rke2-manager@prod"],
+    )
+    host_key_checking: bool = Field(
+        description="Whether nodes' SSH host keys are pinned and checked", examples=[True]
+    )
 
 
 class RKE2Out(BaseModel):
-    version: str | None
-    channel: str
-    artifact_dir: str | None
-    config: dict[str, Any]
-    """The plain keys only; a stored value that breaks the rules shows as a JSON string."""
-    secret_config_keys: list[str]
-    """Names of the secret keys set (their values are never shown)."""
+    """What RKE2 is installed, from where, with what config.yaml (secrets only named)."""
+
+    version: str | None = Field(
+        description="The RKE2 release; null: the channel's current one",
+        examples=["v1.31.4+rke2r1"],
+    )
+    channel: str = Field(description="The release channel", examples=["stable"])
+    artifact_dir: str | None = Field(
+        description="The air-gap artifact directory, if nodes are installed from one",
+        examples=[None, "/srv/rke2-artifacts/v1.31.4"],
+    )
+    config: dict[str, Any] = Field(
+        description="The plain extra config.yaml keys; a stored value that breaks the rules "
+        "shows as a JSON string",
+        examples=[{"cni": "canal"}],
+    )
+    secret_config_keys: list[str] = Field(
+        description="Names of the secret keys set (their values are never shown)",
+        examples=[["etcd-s3-secret-key"]],
+    )
 
 
 class ClusterOut(LockOut):
-    id: int
-    name: str
-    stage: str
-    rke2: RKE2Out
-    ssh: SSHOut
-    registration_address: str | None
-    kubeconfig_available: bool
-    nodes: list[NodeOut]
-    created_at: datetime
-    updated_at: datetime
+    """A cluster with its settings, its nodes and its lock."""
+
+    id: int = Field(description="The cluster's id", examples=[1])
+    name: str = Field(description="The cluster's unique name", examples=["prod"])
+    stage: str = Field(
+        description="new (not installed yet), installing, ready or failed (the install failed)",
+        examples=["ready"],
+    )
+    rke2: RKE2Out = Field(description="RKE2 settings", examples=[example_of(RKE2Out)])
+    ssh: SSHOut = Field(description="SSH settings", examples=[example_of(SSHOut)])
+    registration_address: str | None = Field(
+        description="The fixed address nodes join through, if set", examples=[None]
+    )
+    kubeconfig_available: bool = Field(
+        description="Whether GET /api/clusters/{id}/kubeconfig has one to give", examples=[True]
+    )
+    nodes: list[NodeOut] = Field(
+        description="The cluster's nodes", examples=[[example_of(NodeOut)]]
+    )
+    created_at: datetime = Field(description="When the cluster was created", examples=[_AT])
+    updated_at: datetime = Field(description="When the cluster last changed", examples=[_AT])
 
 
 def lock_out(cluster: Cluster) -> LockOut:

@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, BackgroundTasks, Query
 from fastapi.responses import StreamingResponse
 
+from rke2_manager.api import problems
 from rke2_manager.api.auth import VIEWER, OperatorActor
 from rke2_manager.api.deps import MAX_ID, CtxDep, JobId, ReadSessionDep
 from rke2_manager.jobs import service
@@ -20,7 +21,12 @@ from rke2_manager.models import JobStatus
 router = APIRouter(prefix="/api/jobs", tags=["jobs"])
 
 
-@router.get("", response_model=list[JobOut], dependencies=[VIEWER])
+@router.get(
+    "",
+    response_model=list[JobOut],
+    dependencies=[VIEWER],
+    responses=problems.responses(400, 401, 403, 422),
+)
 def list_jobs(
     session: ReadSessionDep,
     cluster_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
@@ -32,12 +38,21 @@ def list_jobs(
     return [job_out(j) for j in service.list_jobs(session, cluster_id, status, limit, offset)]
 
 
-@router.get("/{job_id}", response_model=JobOut, dependencies=[VIEWER])
+@router.get(
+    "/{job_id}",
+    response_model=JobOut,
+    dependencies=[VIEWER],
+    responses=problems.responses(400, 401, 403, 404, 422),
+)
 def get_job(job_id: JobId, session: ReadSessionDep) -> JobOut:
     return job_out(service.get_job(session, job_id))
 
 
-@router.post("/{job_id}/cancel", response_model=JobOut)
+@router.post(
+    "/{job_id}/cancel",
+    response_model=JobOut,
+    responses=problems.responses(400, 401, 403, 404, 409, 413, 422),
+)
 def cancel_job(job_id: JobId, ctx: CtxDep, actor: OperatorActor, tasks: BackgroundTasks) -> JobOut:
     """Cancel a queued job (it leaves the queue) or a running one: its run is ended (every
     process of it), then its nodes' state is recorded as unknown and the lock passed on; the
@@ -50,7 +65,12 @@ def cancel_job(job_id: JobId, ctx: CtxDep, actor: OperatorActor, tasks: Backgrou
     return job_out(job)
 
 
-@router.get("/{job_id}/log", response_model=JobLog, dependencies=[VIEWER])
+@router.get(
+    "/{job_id}/log",
+    response_model=JobLog,
+    dependencies=[VIEWER],
+    responses=problems.responses(400, 401, 403, 404, 422),
+)
 def get_log(
     job_id: JobId,
     session: ReadSessionDep,
@@ -69,7 +89,18 @@ def get_log(
     )
 
 
-@router.get("/{job_id}/log/follow", dependencies=[VIEWER])
+@router.get(
+    "/{job_id}/log/follow",
+    dependencies=[VIEWER],
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "The output, as it comes",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        },
+        **problems.responses(400, 401, 403, 404, 422),
+    },
+)
 async def follow_log(job_id: JobId, ctx: CtxDep) -> StreamingResponse:
     """Stream the job's output as plain text until the job ends (like ``tail -f``)."""
     with ctx.db.read_session() as session:

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, BackgroundTasks
 from pydantic import Field
 
+from rke2_manager.api import problems
 from rke2_manager.api.auth import AdminActor
 from rke2_manager.api.deps import MAX_ID, ClusterId, CtxDep
 from rke2_manager.jobs.control import force_unlock
@@ -19,12 +20,23 @@ router = APIRouter(prefix="/api/admin", tags=["admin"])
 
 
 class ForceUnlockIn(StrictModel):
-    job_id: Annotated[int, Field(ge=1, le=MAX_ID)]
-    """The job the caller expects to hold the lock (see GET /api/clusters/{id}/lock)."""
-    reason: Annotated[str, Field(min_length=1, max_length=500)]
+    """Which job to stop, and why (recorded in the job and the audit log)."""
+
+    job_id: Annotated[int, Field(ge=1, le=MAX_ID)] = Field(
+        description="The job the caller expects to hold the lock (see "
+        "GET /api/clusters/{id}/lock); 409 if another one does",
+        examples=[42],
+    )
+    reason: Annotated[str, Field(min_length=1, max_length=500)] = Field(
+        description="Why the lock is forced", examples=["worker host lost; job will not return"]
+    )
 
 
-@router.post("/clusters/{cluster_id}/force-unlock", response_model=JobOut)
+@router.post(
+    "/clusters/{cluster_id}/force-unlock",
+    response_model=JobOut,
+    responses=problems.responses(400, 401, 403, 404, 409, 413, 422),
+)
 def force_unlock_cluster(
     cluster_id: ClusterId,
     body: ForceUnlockIn,

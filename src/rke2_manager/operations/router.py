@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, BackgroundTasks, Query
 
+from rke2_manager.api import problems
 from rke2_manager.api.auth import OperatorActor
 from rke2_manager.api.deps import ClusterId, CtxDep, ReadSessionDep
 from rke2_manager.cluster_lock import ensure_idle
@@ -21,10 +22,19 @@ from rke2_manager.jobs.schemas import OperationAccepted, accepted_out
 from rke2_manager.validation import NodeRefsIn, NodesIn
 
 router = APIRouter(tags=["operations"])
-ACCEPTED: dict[int | str, dict[str, Any]] = {
-    409: {"description": "Cluster is busy (with on_busy=reject)"},
-    400: {"description": "Guardrail refused"},
-}
+ACCEPTED: dict[int | str, dict[str, Any]] = problems.responses(
+    400,
+    401,
+    403,
+    404,
+    409,
+    413,
+    422,
+    s400="A guardrail refused (type urn:rke2-manager:guardrail, which one in guardrail; the "
+    "exact messages are in SPEC §3), or the Host or Content-Length header is not acceptable",
+    s409="The cluster is busy (with on_busy=reject; type urn:rke2-manager:cluster-busy, with "
+    "operation and job_id)",
+)
 OnBusyQuery = Annotated[
     OnBusy, Query(description="reject: 409 while the cluster is busy; queue: wait in line")
 ]

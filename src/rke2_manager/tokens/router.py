@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Response
 
+from rke2_manager.api import problems
 from rke2_manager.api.auth import AdminActor
 from rke2_manager.api.deps import CtxDep
 from rke2_manager.tokens import service
@@ -17,14 +18,19 @@ TokenRef = Annotated[
 ]
 
 
-@router.get("", response_model=list[TokenOut])
+@router.get("", response_model=list[TokenOut], responses=problems.responses(400, 401, 403))
 def list_tokens(ctx: CtxDep, actor: AdminActor) -> list[TokenOut]:
     """Every token ever created, revoked ones included (never the tokens themselves)."""
     with ctx.db.read_session() as session:
         return [token_out(t) for t in service.list_tokens(session)]
 
 
-@router.post("", status_code=201, response_model=TokenCreated)
+@router.post(
+    "",
+    status_code=201,
+    response_model=TokenCreated,
+    responses=problems.responses(400, 401, 403, 409, 413, 422),
+)
 def create_token(body: TokenCreate, ctx: CtxDep, actor: AdminActor) -> TokenCreated:
     """Create a token; the response is the only time it is shown. 409 if the name is taken."""
     with ctx.db.transaction() as session:
@@ -32,7 +38,9 @@ def create_token(body: TokenCreate, ctx: CtxDep, actor: AdminActor) -> TokenCrea
         return TokenCreated(**token_out(row).model_dump(), token=token)
 
 
-@router.delete("/{ref}", status_code=204)
+@router.delete(
+    "/{ref}", status_code=204, responses=problems.responses(400, 401, 403, 404, 413, 422)
+)
 def revoke_token(ref: TokenRef, ctx: CtxDep, actor: AdminActor) -> Response:
     """Revoke a token by id or name; it stops working at once. 404 if there is none."""
     with ctx.db.transaction() as session:
