@@ -18,17 +18,8 @@ from pydantic import BaseModel
 from rke2_manager.api.app import create_app
 from rke2_manager.api.problems import PROBLEM, Problem
 from rke2_manager.audit.router import AuditOut
-from rke2_manager.clusters.schemas import (
-    ClusterCreate,
-    ClusterOut,
-    ClusterUpdate,
-    LockOut,
-    NodeOut,
-    RKE2In,
-    RKE2Out,
-    SSHIn,
-    SSHOut,
-)
+from rke2_manager.clusters.responses import ClusterOut, LockOut, NodeOut, RKE2Out, SSHOut
+from rke2_manager.clusters.schemas import ClusterCreate, ClusterUpdate, RKE2In, SSHIn
 from rke2_manager.config import Settings
 from rke2_manager.jobs.schemas import (
     HostProgress,

@@ -11,10 +11,8 @@ from rke2_manager.api.auth import VIEWER, AdminActor, OperatorActor
 from rke2_manager.api.deps import ClusterId, CtxDep, ReadSessionDep
 from rke2_manager.clusters import service
 from rke2_manager.clusters.hostkeys import accept_host_key as accept_host_key_
-from rke2_manager.clusters.schemas import (
-    ClusterCreate,
+from rke2_manager.clusters.responses import (
     ClusterOut,
-    ClusterUpdate,
     LockOut,
     NodeOut,
     cluster_out,
@@ -22,6 +20,7 @@ from rke2_manager.clusters.schemas import (
     lock_out,
     node_out,
 )
+from rke2_manager.clusters.schemas import ClusterCreate, ClusterUpdate
 from rke2_manager.jobs.queue import queued_jobs
 from rke2_manager.jobs.schemas import QueuedJob, job_out
 
