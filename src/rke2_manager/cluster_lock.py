@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, text, update
 from sqlalchemy.orm import selectinload
 
+from rke2_manager import metrics
 from rke2_manager.db import WriteSession
 from rke2_manager.errors import ClusterBusy, NotFound
 from rke2_manager.models import Cluster, Job, JobStatus, LockStatus, utcnow
@@ -118,6 +119,8 @@ def release_cluster_lock(session: WriteSession, cluster_id: int, job_id: int, to
 
     Called from ``finally`` blocks; returns False (and changes nothing) for a stale holder.
     """
+    held = select(Cluster.operation_locked_by, Cluster.operation_started_at)
+    held_by = session.execute(held.where(Cluster.id == cluster_id, _held_by(job_id, token))).first()
     result = session.execute(
         update(Cluster)
         .where(Cluster.id == cluster_id, _held_by(job_id, token))
@@ -131,6 +134,8 @@ def release_cluster_lock(session: WriteSession, cluster_id: int, job_id: int, to
         .execution_options(synchronize_session=False)
     )
     rowcount: int = result.rowcount  # type: ignore[attr-defined]
+    if rowcount == 1 and held_by is not None:
+        metrics.lock_released(session, *held_by)
     return rowcount == 1
 
 
@@ -144,6 +149,7 @@ def hand_over_cluster_lock(
     held = (cluster.operation_status, cluster.current_job_id, cluster.lock_token)
     if held != (LockStatus.RUNNING, job_id, token):
         return None
+    metrics.lock_released(session, cluster.operation_locked_by, cluster.operation_started_at)
     now = utcnow()
     cluster.current_job_id = successor.id
     cluster.operation_started_at = now

@@ -26,6 +26,7 @@ from rke2_manager.db import Database
 from rke2_manager.jobs.create import Prober
 from rke2_manager.jobs.router import router as jobs_router
 from rke2_manager.jobs.runner.worker import Worker
+from rke2_manager.metrics import registry_for
 from rke2_manager.operations.admin import router as admin_router
 from rke2_manager.operations.router import router as operations_router
 from rke2_manager.probe import make_prober
@@ -86,6 +87,7 @@ def create_app(
     )
     app.state.ctx = ctx
     app.state.refusals = RefusalLog(db)
+    registry = registry_for(db)
     app.add_middleware(DefaultJSONBody)
     app.add_middleware(RequestGuards, settings=settings)  # added last: runs first
     problems.install(app)
@@ -114,6 +116,8 @@ def create_app(
 
     @app.get("/metrics", tags=["health"], dependencies=[VIEWER])
     def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        """Prometheus metrics: this process's counters and histograms, and job gauges read
+        from the database (see docs/operations.md)."""
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return app

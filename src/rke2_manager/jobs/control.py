@@ -6,7 +6,7 @@ commit.
 
 from __future__ import annotations
 
-from rke2_manager import audit
+from rke2_manager import audit, metrics
 from rke2_manager.cluster_lock import lock_cluster_row
 from rke2_manager.config import Settings
 from rke2_manager.db import WriteSession
@@ -75,4 +75,5 @@ def force_unlock(
     assert job is not None
     _stop(session, settings, job, JobStatus.CANCELED, f"force-unlocked by {actor}: {reason}")
     audit.record(session, actor, "cluster.force_unlock", cluster_id, job_id, reason=reason)
+    metrics.force_unlocked(session, job.operation)
     return job

@@ -12,7 +12,7 @@ from typing import TypeVar
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
-from rke2_manager import audit
+from rke2_manager import audit, metrics
 from rke2_manager.cluster_lock import lock_cluster_row
 from rke2_manager.config import Settings
 from rke2_manager.db import WriteSession
@@ -86,6 +86,7 @@ def reap_expired(
             reason += f"; {UNCONFIRMED.format(worker=job.worker_id)}"
         settle(session, settings, job, JobStatus.FAILED, reason)
         audit.record(session, "reaper", "job.lease_expired", cluster.id, job.id)
+        metrics.lease_expired(session, job.operation)
         reaped.append(job.id)
     return reaped
 

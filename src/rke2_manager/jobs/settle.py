@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
+from rke2_manager import metrics
 from rke2_manager.cluster_lock import release_cluster_lock
 from rke2_manager.config import Settings
 from rke2_manager.db import WriteSession
@@ -64,6 +65,7 @@ def settle(
     its lock writes nothing). Returns the job that holds the lock afterwards, if any.
     """
     job.status, job.reason, job.finished_at = status, reason, utcnow()
+    metrics.job_ended(session, job)
     succeeded = status == JobStatus.SUCCEEDED
     if progress is not None:
         stopped = reason if job.stop_status is not None or stopped_run else None
