@@ -213,9 +213,9 @@ class Worker:
         thread = threading.Thread(
             target=self._run, args=(claim, signal), name=f"job-{claim.job_id}", daemon=True
         )
-        with self._guard:
+        with self._guard:  # started under the guard: stop() never sees an unstarted thread
             self._running[claim.job_id] = (thread, signal)
-        thread.start()
+            thread.start()
         return True
 
     def _run(self, claim: Claim, signal: StopSignal) -> None:
