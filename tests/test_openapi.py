@@ -133,6 +133,17 @@ def test_every_schema_property_has_a_description_and_an_example(
     assert not missing, "\n".join(missing)
 
 
+def test_every_parameter_has_a_description_and_an_example(document: dict[str, Any]) -> None:
+    missing = [
+        f"{method.upper()} {path} {param['name']}"
+        for method, path, operation in _operations(document)
+        for param in operation.get("parameters", [])
+        if not (param.get("description") or param["schema"].get("description"))
+        or not (param.get("examples") or param["schema"].get("examples"))
+    ]
+    assert not missing, "\n".join(missing)
+
+
 def test_fastapis_validation_error_schema_is_never_documented(document: dict[str, Any]) -> None:
     """422s are problem details too, not FastAPI's default ``HTTPValidationError``."""
     assert "HTTPValidationError" not in document["components"]["schemas"]

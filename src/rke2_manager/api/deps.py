@@ -37,5 +37,5 @@ def _read_session(ctx: CtxDep) -> Iterator[ReadSession]:
 # Mutating endpoints run their whole unit of work in one thread: ``with ctx.db.transaction()``.
 ReadSessionDep = Annotated[ReadSession, Depends(_read_session, scope="function")]
 
-ClusterId = Annotated[int, Path(ge=1, le=MAX_ID, description="cluster id")]
-JobId = Annotated[int, Path(ge=1, le=MAX_ID, description="job id")]
+ClusterId = Annotated[int, Path(ge=1, le=MAX_ID, description="cluster id", examples=[1])]
+JobId = Annotated[int, Path(ge=1, le=MAX_ID, description="job id", examples=[42])]

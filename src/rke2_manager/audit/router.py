@@ -46,11 +46,25 @@ class AuditOut(BaseModel):
 def list_audit(
     ctx: CtxDep,
     actor: AdminActor,
-    cluster_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
-    by: Annotated[str | None, Query(alias="actor", max_length=128)] = None,
-    since: Annotated[datetime | None, Query(description="ISO 8601, with a time zone")] = None,
-    after_id: Annotated[int, Query(ge=0, le=MAX_ID, description="page after this id")] = 0,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cluster_id: Annotated[
+        int | None, Query(ge=1, le=MAX_ID, description="only this cluster", examples=[1])
+    ] = None,
+    by: Annotated[
+        str | None,
+        Query(
+            alias="actor", max_length=128, description="only this actor", examples=["ci-deployer"]
+        ),
+    ] = None,
+    since: Annotated[
+        datetime | None,
+        Query(description="ISO 8601, with a time zone", examples=["2026-12-02T10:00:00Z"]),
+    ] = None,
+    after_id: Annotated[
+        int, Query(ge=0, le=MAX_ID, description="page after this id", examples=[0])
+    ] = 0,
+    limit: Annotated[
+        int, Query(ge=1, le=1000, description="at most this many entries", examples=[100])
+    ] = 100,
 ) -> list[AuditOut]:
     """Audit entries, oldest first, filtered by cluster, actor and time; page with after_id."""
     stmt = select(AuditEntry).where(AuditEntry.id > after_id)

@@ -26,7 +26,13 @@ from rke2_manager.jobs.schemas import QueuedJob, job_out
 
 router = APIRouter(prefix="/api/clusters", tags=["clusters"])
 HostnamePath = Annotated[
-    str, Path(max_length=253, pattern=r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$")
+    str,
+    Path(
+        max_length=253,
+        pattern=r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$",
+        description="the node's hostname",
+        examples=["w1"],
+    ),
 ]
 
 

@@ -29,10 +29,18 @@ router = APIRouter(prefix="/api/jobs", tags=["jobs"])
 )
 def list_jobs(
     session: ReadSessionDep,
-    cluster_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
-    status: JobStatus | None = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
+    cluster_id: Annotated[
+        int | None, Query(ge=1, le=MAX_ID, description="only this cluster's jobs", examples=[1])
+    ] = None,
+    status: Annotated[
+        JobStatus | None, Query(description="only jobs in this status", examples=["running"])
+    ] = None,
+    limit: Annotated[
+        int, Query(ge=1, le=500, description="at most this many jobs", examples=[100])
+    ] = 100,
+    offset: Annotated[
+        int, Query(ge=0, le=MAX_ID, description="skip this many (newest first)", examples=[0])
+    ] = 0,
 ) -> list[JobOut]:
     """Jobs, newest first."""
     return [job_out(j) for j in service.list_jobs(session, cluster_id, status, limit, offset)]
@@ -74,8 +82,13 @@ def cancel_job(job_id: JobId, ctx: CtxDep, actor: OperatorActor, tasks: Backgrou
 def get_log(
     job_id: JobId,
     session: ReadSessionDep,
-    after: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
-    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+    after: Annotated[
+        int,
+        Query(ge=0, le=MAX_ID, description="only lines after this seq (next_seq)", examples=[0]),
+    ] = 0,
+    limit: Annotated[
+        int, Query(ge=1, le=10_000, description="at most this many lines", examples=[1000])
+    ] = 1000,
 ) -> JobLog:
     """The job's output lines after ``after``; poll with ``next_seq`` to follow it."""
     job = service.get_job(session, job_id)

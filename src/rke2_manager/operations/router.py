@@ -36,7 +36,11 @@ ACCEPTED: dict[int | str, dict[str, Any]] = problems.responses(
     "operation and job_id)",
 )
 OnBusyQuery = Annotated[
-    OnBusy, Query(description="reject: 409 while the cluster is busy; queue: wait in line")
+    OnBusy,
+    Query(
+        description="reject: 409 while the cluster is busy; queue: wait in line",
+        examples=["reject"],
+    ),
 ]
 
 
@@ -103,7 +107,10 @@ def scale_remove(
     ctx: CtxDep,
     actor: OperatorActor,
     tasks: BackgroundTasks,
-    confirm_master_removal: Annotated[bool, Query()] = False,
+    confirm_master_removal: Annotated[
+        bool,
+        Query(description="Must be true to remove servers (control-plane nodes)", examples=[False]),
+    ] = False,
     on_busy: OnBusyQuery = "reject",
 ) -> OperationAccepted:
     """Remove nodes; removing servers needs ``confirm_master_removal=true`` and keeps quorum."""

@@ -14,7 +14,12 @@ from rke2_manager.tokens.schemas import TokenCreate, TokenCreated, TokenOut, tok
 
 router = APIRouter(prefix="/api/tokens", tags=["tokens"])
 TokenRef = Annotated[
-    str, Path(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$", description="token id or name")
+    str,
+    Path(
+        pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$",
+        description="token id or name",
+        examples=["ci-deployer"],
+    ),
 ]
 
 
