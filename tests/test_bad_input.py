@@ -27,6 +27,9 @@ CASES: list[tuple[str, Any, str]] = [
         "not a valid RFC 1123 hostname",
     ),
     ("hostname", {"hostname": "under_score", "ip": "127.0.0.5", "role": "agent"}, "RFC 1123"),
+    # Python's `$` also matches before a final newline: a label must match in full
+    ("hostname", {"hostname": "a\n.b", "ip": "127.0.0.5", "role": "agent"}, "RFC 1123"),
+    ("hostname", {"hostname": "w9\n.", "ip": "127.0.0.5", "role": "agent"}, "RFC 1123"),
     ("ip", {"hostname": "w9", "ip": "10.0.0.300", "role": "agent"}, "not a valid IP address"),
     ("ip", {"hostname": "w9", "ip": "not-an-ip", "role": "agent"}, "not a valid IP address"),
     ("ip", {"hostname": "w9", "ip": "0.0.0.0", "role": "agent"}, "not a unicast address"),

@@ -74,6 +74,7 @@ CONFIG_CASES: list[tuple[str, dict[str, Any], str]] = [
     ("overlong string", {"cni": "x" * 4097}, "value of 'cni' is longer than 4096 characters"),
     ("overlong item", {"tls-san": ["x" * 4097]}, "has an item that is longer than 4096"),
     ("NUL", {"cni": "can\x00al"}, "value of 'cni' contains a NUL character"),
+    ("newline in key", {"cni\n": "canal"}, 'rke2.config key "cni\\n" is not an RKE2 option name'),
     ("huge int", {"x": 2**70}, "value of 'x' is an integer out of 64-bit range"),
     ("too many keys", {f"k{i}": i for i in range(101)}, "rke2.config has more than 100 keys"),
     ("reserved", {"server": "https://evil:9345"}, "rke2.config may not set server"),

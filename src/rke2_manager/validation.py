@@ -14,7 +14,7 @@ _LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 def check_hostname(value: str) -> str:
     """A lowercase RFC 1123 host name (what Kubernetes accepts as a node name)."""
     name = value.strip().lower().rstrip(".")
-    if not name or len(name) > 253 or not all(_LABEL.match(p) for p in name.split(".")):
+    if not name or len(name) > 253 or not all(_LABEL.fullmatch(p) for p in name.split(".")):
         raise ValueError(f"'{value}' is not a valid RFC 1123 hostname")
     return name
 

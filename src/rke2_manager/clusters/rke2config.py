@@ -104,7 +104,7 @@ def check_config(config: dict[str, Any], *, reserved: bool = True) -> dict[str, 
         if taken:
             raise ValueError(f"rke2.config may not set {', '.join(taken)}: the manager sets them")
     for key, value in config.items():
-        if not _KEY.match(key):
+        if not _KEY.fullmatch(key):
             shown = key if len(key) <= 70 else key[:67] + "..."
             raise ValueError(
                 f"rke2.config key {json.dumps(shown)} is not an RKE2 option name "
@@ -200,7 +200,7 @@ def render_config(stored: Any) -> tuple[dict[str, Any], list[str]]:
         if len(plain) >= MAX_CONFIG_KEYS:
             plain["(truncated)"] = f"{len(stored) - MAX_CONFIG_KEYS} more keys not shown"
             break
-        if not _KEY.match(name):
+        if not _KEY.fullmatch(name):
             name = _truncated_json(name)
         plain[name] = value if value_problem(value) is None else _truncated_json(value)
     return plain, secret

@@ -52,7 +52,7 @@ def create(
     from rke2_manager.errors import DomainError
     from rke2_manager.tokens import service
 
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         err.print("token name: lowercase letters, digits, '.', '_' and '-' (at most 64)")
         raise typer.Exit(2)
     db = _database()
