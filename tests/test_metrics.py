@@ -81,8 +81,9 @@ def test_metrics_follow_real_jobs(
     # c: a job of a worker that is gone holds the lock (started 5 s ago), two installs queue
     c = make_cluster(db, "c", server)
     holder = lock_cluster(db, c, "install")
-    with db.transaction() as s:
+    with db.transaction() as s:  # it took the lock and started 5 s ago
         s.get(Job, holder).started_at = utcnow() - timedelta(seconds=5)  # type: ignore[union-attr]
+        s.get(Cluster, c).operation_started_at = utcnow() - timedelta(seconds=5)  # type: ignore[union-attr]
     queued = [
         worker_client.post(f"/api/jobs/install/{c}?on_busy=queue").json()["job_id"]
         for _ in range(2)
