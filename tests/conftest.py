@@ -132,6 +132,8 @@ def settings(database_url: str, tmp_path: Path, playbook_dir: Path) -> Settings:
         # a test's service shuts down with its jobs still running: end them at once
         shutdown_grace=0,
         kill_grace=2,
+        # a job locked by a worker "elsewhere" never answers a cancel: end it sooner than 30 s
+        stop_timeout=10,
         _env_file=None,  # type: ignore[call-arg]
     )
 

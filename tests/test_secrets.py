@@ -283,6 +283,8 @@ def test_force_unlock_reason_is_redacted(client: TestClient, db: Database) -> No
         assert job is not None and job.reason is not None
         assert secrets["token"] not in job.reason and TEST_SECRET_KEY not in job.reason
         assert f"leaked {MASK} and {MASK}" in job.reason
+        # the stop asked of the job's worker carries the reason too
+        assert job.stop_reason == f"force-unlocked by local: leaked {MASK} and {MASK}"
         for entry in s.scalars(select(AuditEntry)).all():
             assert not _leaks(json.dumps(entry.detail), secrets)
     assert secrets["token"] not in client.get(f"/api/jobs/{job_id}").text

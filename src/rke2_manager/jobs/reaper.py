@@ -26,18 +26,19 @@ LEASE_EXPIRED = "lock lease expired: worker lost"
 T = TypeVar("T")
 
 
+def _waiting(query: Select[T]) -> Select[T]:
+    """``query`` (over jobs) narrowed to queued jobs, first in line, of idle clusters."""
+    return query.join(Cluster, Cluster.id == Job.cluster_id).where(
+        Job.status == JobStatus.QUEUED,
+        Job.predecessor_id.is_(None),
+        Cluster.operation_status == LockStatus.IDLE,
+    )
+
+
 def needs_maintenance(session: Session) -> bool:
     """A cheap read: is any lease expired, or any idle cluster's queue waiting?"""
     expired = _expired(select(Cluster.id))
-    waiting = (
-        select(Job.id)
-        .join(Cluster, Cluster.id == Job.cluster_id)
-        .where(
-            Job.status == JobStatus.QUEUED,
-            Job.predecessor_id.is_(None),
-            Cluster.operation_status == LockStatus.IDLE,
-        )
-    )
+    waiting = _waiting(select(Job.id))
     return (
         session.scalar(expired.limit(1)) is not None or session.scalar(waiting.limit(1)) is not None
     )
@@ -94,16 +95,7 @@ def reap_expired(
 def start_queued(session: WriteSession, settings: Settings) -> list[int]:
     """Start queued jobs of idle clusters (normally the ending job does it; this is the net)."""
     started = []
-    ids = session.scalars(
-        select(Job.cluster_id)
-        .join(Cluster, Cluster.id == Job.cluster_id)
-        .where(
-            Job.status == JobStatus.QUEUED,
-            Job.predecessor_id.is_(None),
-            Cluster.operation_status == LockStatus.IDLE,
-        )
-        .distinct()
-    ).all()
+    ids = session.scalars(_waiting(select(Job.cluster_id)).distinct()).all()
     for cluster_id in ids:
         cluster = lock_cluster_row(session, cluster_id)
         if cluster.operation_status == LockStatus.IDLE and queued_jobs(session, cluster_id):

@@ -68,7 +68,7 @@ def cancel_job(job_id: JobId, ctx: CtxDep, actor: OperatorActor, tasks: Backgrou
     with ctx.db.transaction() as session:
         job = cancel(session, ctx.settings, job_id, actor)
     if not JobStatus(job.status).is_final:
-        job = end_stopped(ctx, job_id)  # the run is ended before the lock moves on
+        job = end_stopped(ctx, job)  # the run is ended before the lock moves on
     tasks.add_task(ctx.wake_workers)
     return job_out(job)
 

@@ -115,15 +115,16 @@ def await_end(ctx: AppContext, job_id: int, timeout: float) -> Job:
         time.sleep(0.1)
 
 
-def end_stopped(ctx: AppContext, job_id: int) -> Job:
-    """After a stop request: wait for the owner to settle the job; if it does not, end the run
-    here when it is local, and settle the job with the requested status and reason.
+def end_stopped(ctx: AppContext, asked: Job) -> Job:
+    """After a stop request (``asked``: the job as the request's transaction left it): wait for
+    the owner to settle the job; if it does not, end the run here when it is local, and settle
+    the job with the requested status and reason.
 
     Returns the job as it ended.
     """
-    job = await_end(ctx, job_id, 0)
-    if job.stop_status is not None:  # at once if it runs in this process
-        ctx.stop_job(job_id, job.stop_reason or "stopped", JobStatus(job.stop_status))
+    job_id = asked.id
+    if asked.stop_status is not None:  # at once if it runs in this process
+        ctx.stop_job(job_id, asked.stop_reason or "stopped", JobStatus(asked.stop_status))
     job = await_end(ctx, job_id, ctx.settings.stop_timeout)
     if JobStatus(job.status).is_final:
         return job

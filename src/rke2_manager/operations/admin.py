@@ -51,6 +51,6 @@ def force_unlock_cluster(
     with ctx.db.transaction() as session:
         job = force_unlock(session, ctx.settings, cluster_id, body.job_id, body.reason, actor)
     if not JobStatus(job.status).is_final:
-        job = end_stopped(ctx, body.job_id)  # the run is ended before the lock moves on
+        job = end_stopped(ctx, job)  # the run is ended before the lock moves on
     tasks.add_task(ctx.wake_workers)
     return job_out(job)

@@ -1,8 +1,8 @@
 """The storage border: a ``before_flush`` hook that masks secrets in the rows a session writes.
 
-Every new or changed Job (``reason``, ``warnings``), Node (``status_reason``), JobLogLine
-(``text``) and AuditEntry (``detail``, recursively, and ``result``) has the secrets of its cluster
-(:func:`~rke2_manager.redaction.core.cluster_secrets`, which include the service's key
+Every new or changed Job (``reason``, ``stop_reason``, ``warnings``), Node (``status_reason``),
+JobLogLine (``text``) and AuditEntry (``detail``, recursively, and ``result``) has the secrets of
+its cluster (:func:`~rke2_manager.redaction.core.cluster_secrets`, which include the service's key
 material) replaced by ``********`` before it reaches the database. The cluster's secret columns
 are read without autoflush and the Redactors cached per session, keyed by those columns.
 """
@@ -104,6 +104,7 @@ def _redact_row(session: Session, box: SecretBox, row: Any) -> None:
     if isinstance(row, Job):
         r = _cluster_redactor(session, box, row.cluster_id)
         _set(row, "reason", r.text, row.reason)
+        _set(row, "stop_reason", r.text, row.stop_reason)
         _set(row, "warnings", r.value, row.warnings)
     elif isinstance(row, Node):
         r = _cluster_redactor(session, box, _node_cluster(row))
