@@ -15,9 +15,19 @@ from typing import Any, Literal
 
 READY_MARKER = "[rke2m] node ready"
 REMOVED_MARKER = "[rke2m] node removed"
+#: Tasks (``debug`` with a mapping as ``msg``) that report data for the manager to record:
+#: ``[rke2m] snapshot saved`` (tasks/snapshot.yml), ``[rke2m] snapshots listed``.
+REPORT_MARKERS = ("[rke2m] snapshot saved", "[rke2m] snapshots listed")
 
 Kind = Literal[
-    "started", "touched", "failed", "unreachable", "host_key_changed", "ready", "removed"
+    "started",
+    "touched",
+    "failed",
+    "unreachable",
+    "host_key_changed",
+    "ready",
+    "removed",
+    "report",
 ]
 
 #: The setting that bounds every task (passed to Ansible as ``ANSIBLE_TASK_TIMEOUT``).
@@ -40,7 +50,9 @@ class HostEvent:
     fingerprint: str | None = None
     """For ``host_key_changed``: the fingerprint of the key the host offered, if SSH said."""
     task: str | None = None
-    """For ``started``: the name of the task the host has begun."""
+    """For ``started``: the name of the task the host has begun; for ``report``: the marker."""
+    data: dict[str, Any] | None = None
+    """For ``report``: the task's ``msg`` mapping (untrusted: it comes from the host)."""
 
 
 def host_key_changed(host: str, message: str) -> HostEvent:
@@ -153,6 +165,9 @@ def interpret(event: dict[str, Any], task_timeout: int | None = None) -> HostEve
             return HostEvent(host, "ready")
         if task.startswith(REMOVED_MARKER):
             return HostEvent(host, "removed")
+        msg = (data.get("res") or {}).get("msg")
+        if task in REPORT_MARKERS and isinstance(msg, dict):
+            return HostEvent(host, "report", task=task, data=msg)
         return HostEvent(host, "touched")
     if kind == "runner_on_failed":
         if data.get("ignore_errors"):

@@ -40,9 +40,15 @@ class Progress:
     stands out by its old ``since``."""
     changed: bool = False
     """:attr:`hosts` changed since it was last stored."""
+    reports: list[HostEvent] = field(default_factory=list)
+    """What the run reported for the manager to record when the job ends (snapshots saved,
+    snapshot lists), from any host, in order; kept also after a stop (it happened)."""
 
     def follow(self, fact: HostEvent) -> None:
-        """Keep :attr:`current` and :attr:`hosts` up to date with ``fact`` (any host's)."""
+        """Keep :attr:`current`, :attr:`hosts` and :attr:`reports` up to date with ``fact``
+        (any host's)."""
+        if fact.kind == "report":
+            self.reports.append(fact)
         entry = self.hosts.setdefault(fact.host, {"task": None, "last": None, "since": None})
         if fact.kind == "started":
             self.current[fact.host] = fact.task or ""
