@@ -248,6 +248,10 @@ class Job(Base):
     stop_requested_at: Mapped[datetime | None]
     progress: Mapped[dict[str, Any]] = mapped_column(default=dict)
     """Per host of the run: ``{"task": <task it is in, or null>, "since": <ISO time>}``."""
+    event_seq: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """The last id given to one of the job's log lines or events (one sequence for both, so
+    ``GET /api/jobs/{id}/events`` ids are durable and ordered); raised only by
+    :func:`rke2_manager.jobs.events.reserve`."""
 
 
 class JobLogLine(Base):
@@ -258,6 +262,21 @@ class JobLogLine(Base):
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
     seq: Mapped[int] = mapped_column(Integer)
     text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class JobEvent(Base):
+    """A durable event of a job's run (task start/end per host, node status); its ``seq``
+    shares the job's sequence with its log lines (see docs/events.md)."""
+
+    __tablename__ = "job_events"
+    __table_args__ = (UniqueConstraint("job_id", "seq"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16))
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
