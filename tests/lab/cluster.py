@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import shlex
 import ssl
+import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from tests.lab.hosts import Lab
 from tests.lab.ssh import RunResult
@@ -15,6 +17,7 @@ from tests.lab.ssh import RunResult
 ARTIFACT_DEST = "/root/rke2-artifacts"
 KUBECTL = "/var/lib/rancher/rke2/bin/kubectl --kubeconfig /etc/rancher/rke2/rke2.yaml"
 STATE_FILE = "/var/lib/rancher/rke2/server/db/etcd/standin-state.json"
+T = TypeVar("T")
 
 
 def push_artifact(lab: Lab, host: str, artifact: Path, dest: str = ARTIFACT_DEST) -> None:
@@ -96,3 +99,30 @@ def supervisor_get(ip: str, path: str, ca_pem: str | None = None, timeout: float
     with opener.open(f"https://{ip}:9345{path}", timeout=timeout) as r:
         body: bytes = r.read()
     return body.decode()
+
+
+def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 60) -> T:
+    """Poll probe every 0.5 s until it returns something truthy; AssertionError on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = probe()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.5)
+
+
+def rke2_version(lab: Lab, host: str) -> str:
+    """The version the installed rke2 binary reports (first line of ``rke2 --version``)."""
+    out = lab.run(host, "/usr/local/bin/rke2 --version", check=True).stdout
+    return out.split()[2]
+
+
+def kubelet_version(lab: Lab, server: str, node: str) -> str:
+    """Node's ``.status.nodeInfo.kubeletVersion`` as kubectl on server shows it."""
+    jp = shlex.quote("jsonpath={.status.nodeInfo.kubeletVersion}")
+    out = kubectl(lab, server, f"get node {shlex.quote(node)} -o {jp}")
+    if not out.ok:
+        raise AssertionError(f"kubectl get node {node} on {server} failed: {out.stderr}")
+    return out.stdout.strip()

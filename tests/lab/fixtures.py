@@ -17,6 +17,7 @@ import pytest
 
 from tests.lab.hosts import Lab, LabError
 from tests.lab.standin import build_artifact
+from tests.lab.standin.artifact import DEFAULT_VERSION, UPGRADE_VERSION
 
 # Debian packages: iproute2 (ip), util-linux (unshare, nsenter), openssh-client (ssh, scp,
 # ssh-keygen), openssh-server (sshd), openssl, python3 (the hosts' stand-ins).
@@ -24,6 +25,7 @@ REQUIRED_TOOLS = ("ip", "unshare", "nsenter", "ssh", "scp", "ssh-keygen", "opens
 REQUIRED_FILES = ("/usr/sbin/sshd", "/usr/bin/python3")
 
 LabFactory = Callable[..., Lab]
+ArtifactFactory = Callable[[str], Path]
 
 
 def lab_unavailable() -> str | None:
@@ -102,3 +104,26 @@ def rke2_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     It lies alone in a directory of its own (its parent), for use as the artifact root.
     """
     return build_artifact(tmp_path_factory.mktemp("artifact-root") / "rke2")
+
+
+@pytest.fixture(scope="session")
+def rke2_artifact_factory(rke2_artifact: Path) -> ArtifactFactory:
+    """``rke2_artifact_factory("v1.32.1+rke2r1")``: an artifact set whose binaries report that
+    version, built once per session as ``<artifact root>/<version>`` (a sibling of
+    rke2_artifact, so one artifact root holds both). The default version gives rke2_artifact.
+    """
+    built: dict[str, Path] = {DEFAULT_VERSION: rke2_artifact}
+
+    def make(version: str) -> Path:
+        if version not in built:
+            built[version] = build_artifact(rke2_artifact.parent / version, version=version)
+        return built[version]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def rke2_upgrade_artifact(rke2_artifact_factory: ArtifactFactory) -> Path:
+    """The artifact set of the next minor (UPGRADE_VERSION, v1.32.1+rke2r1) next to
+    rke2_artifact (DEFAULT_VERSION, v1.31.4+rke2r1) under the same artifact root."""
+    return rke2_artifact_factory(UPGRADE_VERSION)

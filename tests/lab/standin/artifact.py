@@ -15,6 +15,8 @@ from pathlib import Path
 
 PAYLOAD = Path(__file__).resolve().parent / "payload"
 DEFAULT_VERSION = "v1.31.4+rke2r1"
+#: The version tests upgrade to (a second artifact set: fixtures.rke2_upgrade_artifact).
+UPGRADE_VERSION = "v1.32.1+rke2r1"
 TARBALL = "rke2.linux-amd64.tar.gz"
 CHECKSUMS = "sha256sum-amd64.txt"
 

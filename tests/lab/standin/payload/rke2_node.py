@@ -130,11 +130,15 @@ def install_runtime() -> None:
     launcher = data / "bin" / "kubectl"
     launcher.write_text((HERE / "kubectl").read_text())
     launcher.chmod(0o755)
+    # Each start points /var/lib/rancher/rke2/bin at the running version's data directory, as
+    # RKE2 does when it extracts its runtime: new binaries change kubectl only after a restart.
     link = rke2_pki.DATA / "bin"
-    if not link.is_symlink():
-        if link.exists():
-            shutil.rmtree(link)
-        link.symlink_to(data / "bin")
+    if link.exists() and not link.is_symlink():
+        shutil.rmtree(link)
+    tmp = link.with_name(".bin.tmp")
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(data / "bin")
+    tmp.replace(link)
 
 
 def start_kubelet(app: Any) -> None:

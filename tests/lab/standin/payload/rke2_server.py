@@ -61,6 +61,7 @@ class Server:
         rke2_net.TLSServer(6443, ApiHandler, ctx, self).serve_in_thread()
         rke2_node.start_kubelet(self)
         self.ready = True
+        threading.Thread(target=self.post_node_status, daemon=True).start()
         log("info", f"rke2 is up and running (node {self.name}, {self.ip})")
         rke2_node.notify()
         rke2_node.forever()
@@ -144,6 +145,25 @@ class Server:
         self.store = Store(self.name, self.password)
         self.store.adopt(answer["state"])
         log("info", f"Joined etcd cluster through {url}")
+
+    def post_node_status(self) -> None:
+        """The kubelet reports its version in the Node's status when it starts (a restart onto
+        new binaries changes kubeletVersion); retried until the cluster takes the write."""
+
+        def update(state: dict[str, Any]) -> None:
+            if self.name in state["nodes"]:
+                state["nodes"][self.name]["version"] = VERSION
+
+        while not self.evicted:
+            node = self.store.state["nodes"].get(self.name)
+            if node is None or node.get("version") == VERSION:
+                return
+            try:
+                self.store.change(update)
+                return
+            except Exception as exc:
+                log("info", f"Waiting to update node {self.name} status: {exc}")
+                time.sleep(2)
 
     def write_kubeconfig(self) -> None:
         def b64(path: Path) -> str:

@@ -37,8 +37,15 @@ class Supervisor:
             sock_path.unlink()
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(str(sock_path))
-        self.env = units.environment(self.unit)
-        self.env["NOTIFY_SOCKET"] = str(sock_path)
+        self.notify_path = str(sock_path)
+        self.env = self.environment()
+
+    def environment(self) -> dict[str, str]:
+        """EnvironmentFile= is read at each spawn (systemd.exec(5)), so an edited
+        /etc/default file counts from the next (re)start, even an automatic one."""
+        env = units.environment(self.unit)
+        env["NOTIFY_SOCKET"] = self.notify_path
+        return env
 
     def _on_term(self, *_: object) -> None:
         self.stopping = True
@@ -85,6 +92,7 @@ class Supervisor:
     def run_once(self) -> int:
         """Start the service once and wait for it to end; return its exit status."""
         units.write_state(self.name, active="activating", sub="start-pre", main_pid=0)
+        self.env = self.environment()
         self.log(f"Starting {self.unit.get('Unit', 'Description', self.name)}...")
         for spec in self.unit.all("Service", "ExecStartPre"):
             rc = self.exec_aux(spec)
