@@ -159,12 +159,17 @@ def _validation_message(error: dict[str, Any]) -> str:
     return f"{_where(tuple(error.get('loc', ())))}: {msg}"
 
 
+def _dry_run(request: Request) -> bool:
+    """A dry run (``?dry_run=true``) changes nothing, so it is not audited even when refused."""
+    return request.query_params.get("dry_run", "").lower() in ("true", "1", "yes", "on", "t", "y")
+
+
 def _audit_refusal(request: Request, status: int, detail: str) -> None:
     """Record a refused mutating call of an authenticated caller (unauthenticated ones are
     only logged: an anonymous client must not be able to fill the table). Batched: see
     :mod:`rke2_manager.audit.refusals`."""
     actor = getattr(request.state, "actor", None)
-    if request.method not in MUTATING or actor is None:
+    if request.method not in MUTATING or actor is None or _dry_run(request):
         return
     refusals: RefusalLog = request.app.state.refusals
     cluster_id = str(request.path_params.get("cluster_id", ""))

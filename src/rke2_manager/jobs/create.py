@@ -22,6 +22,7 @@ from rke2_manager.config import Settings
 from rke2_manager.db import WriteSession
 from rke2_manager.guardrails import NewNode, ProbeResult, check_identity, split_by_role
 from rke2_manager.guardrails import supervisor_target as _supervisor_target
+from rke2_manager.jobs.plan_preview import planning
 from rke2_manager.jobs.plans import (
     AddRequest,
     InstallRequest,
@@ -31,7 +32,7 @@ from rke2_manager.jobs.plans import (
     check_request,
     pending_jobs,
 )
-from rke2_manager.jobs.queue import queue_position
+from rke2_manager.jobs.queue import queue_position, queued_jobs
 from rke2_manager.models import Cluster, Job, JobStatus, LockStatus, NodeStatus, Operation
 from rke2_manager.validation import NodeIn, NodeRef
 
@@ -77,7 +78,11 @@ def _start(
     on_busy: OnBusy,
     probe: ProbeResult | None,
 ) -> Accepted:
-    """Check ``requests`` (one, or servers then agents for G3) and start or queue their jobs."""
+    """Check ``requests`` (one, or servers then agents for G3) and start or queue their jobs.
+
+    With a dry run's session (:mod:`rke2_manager.jobs.plan_preview`) everything up to the
+    decision runs the same, then the jobs are returned unwritten: no job row, no lock, no audit.
+    """
     busy = cluster.operation_status != LockStatus.IDLE
     if busy and on_busy == "reject":
         ensure_idle(cluster)
@@ -90,6 +95,8 @@ def _start(
             for w in check_request(cluster, request, probe, settings.probe_policy, ahead)
             if w not in warnings
         ]
+    if planning(session):
+        return _planned(session, cluster, requests, warnings, busy)
     jobs: list[Job] = []
     for request in requests:
         job = Job(
@@ -123,6 +130,30 @@ def _start(
         nodes=[t["hostname"] for j in jobs for t in j.targets],
     )
     return accepted
+
+
+def _planned(
+    session: WriteSession,
+    cluster: Cluster,
+    requests: Sequence[OpRequest],
+    warnings: list[str],
+    busy: bool,
+) -> Accepted:
+    """A dry run's answer: the jobs ``_start`` would create, as transient rows (no ids, never
+    added to the session), with the queue position the first one would get."""
+    jobs = [
+        Job(
+            cluster_id=cluster.id,
+            operation=request.operation,
+            status=JobStatus.QUEUED if busy or i else JobStatus.RUNNING,
+            targets=request.planned_targets(cluster),
+            params=request.params(),
+            warnings=list(warnings),
+        )
+        for i, request in enumerate(requests)
+    ]
+    position = len(queued_jobs(session, cluster.id)) + 1 if busy else None
+    return Accepted(job=jobs[0], waiting=jobs[1:], warnings=warnings, position=position)
 
 
 def start_install(

@@ -1,7 +1,8 @@
 """The seed's job-starting endpoints [routers/jobs.py, routers/clusters.py]: 202 with the job.
 
 ``on_busy=reject`` (default) answers 409 while another operation holds the cluster's lock;
-``on_busy=queue`` accepts the job as ``queued`` with its position instead.
+``on_busy=queue`` accepts the job as ``queued`` with its position instead. ``dry_run=true``
+answers 200 with the plan instead and changes nothing (:mod:`rke2_manager.operations.plan`).
 """
 
 from __future__ import annotations
@@ -9,31 +10,37 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, BackgroundTasks, Query
+from fastapi.responses import JSONResponse
 
 from rke2_manager.api import problems
 from rke2_manager.api.auth import OperatorActor
 from rke2_manager.api.deps import ClusterId, CtxDep, ReadSessionDep
 from rke2_manager.cluster_lock import ensure_idle
 from rke2_manager.clusters.service import get_cluster
-from rke2_manager.guardrails import ProbeResult
+from rke2_manager.guardrails import NewNode, ProbeResult
 from rke2_manager.jobs import create as service
 from rke2_manager.jobs.create import OnBusy
 from rke2_manager.jobs.schemas import OperationAccepted, accepted_out
+from rke2_manager.operations import plan
+from rke2_manager.operations.plan import DryRunQuery
 from rke2_manager.validation import NodeRefsIn, NodesIn
 
 router = APIRouter(tags=["operations"])
-ACCEPTED: dict[int | str, dict[str, Any]] = problems.responses(
-    400,
-    401,
-    403,
-    404,
-    409,
-    413,
-    422,
-    s400="A guardrail refused (type urn:rke2-manager:guardrail, which one in guardrail; the "
-    "exact messages are in SPEC §3), or the Host or Content-Length header is not acceptable",
-    s409="The cluster is busy (with on_busy=reject; type urn:rke2-manager:cluster-busy, with "
-    "operation and job_id)",
+ACCEPTED: dict[int | str, dict[str, Any]] = (
+    problems.responses(
+        400,
+        401,
+        403,
+        404,
+        409,
+        413,
+        422,
+        s400="A guardrail refused (type urn:rke2-manager:guardrail, which one in guardrail; the "
+        "exact messages are in SPEC §3), or the Host or Content-Length header is not acceptable",
+        s409="The cluster is busy (with on_busy=reject; type urn:rke2-manager:cluster-busy, with "
+        "operation and job_id)",
+    )
+    | plan.PLAN_RESPONSE
 )
 OnBusyQuery = Annotated[
     OnBusy,
@@ -54,7 +61,12 @@ def _fail_fast_if_busy(read: ReadSessionDep, cluster_id: int, on_busy: OnBusy) -
     read.rollback()
 
 
-@router.post("/api/jobs/install/{cluster_id}", status_code=202, responses=ACCEPTED)
+@router.post(
+    "/api/jobs/install/{cluster_id}",
+    status_code=202,
+    response_model=OperationAccepted,
+    responses=ACCEPTED,
+)
 def install(
     cluster_id: ClusterId,
     read: ReadSessionDep,
@@ -62,8 +74,16 @@ def install(
     actor: OperatorActor,
     tasks: BackgroundTasks,
     on_busy: OnBusyQuery = "reject",
-) -> OperationAccepted:
+    dry_run: DryRunQuery = False,
+) -> OperationAccepted | JSONResponse:
     """Start the install job for a cluster (409 if another operation holds its lock)."""
+    if dry_run:
+        return plan.answer_plan(
+            ctx,
+            cluster_id,
+            lambda s: service.start_install(s, ctx.settings, cluster_id, actor, on_busy),
+            plan.install_verdicts,
+        )
     _fail_fast_if_busy(read, cluster_id, on_busy)
     with ctx.db.transaction() as session:
         accepted = accepted_out(
@@ -73,7 +93,12 @@ def install(
     return accepted
 
 
-@router.post("/api/clusters/{cluster_id}/scale/add", status_code=202, responses=ACCEPTED)
+@router.post(
+    "/api/clusters/{cluster_id}/scale/add",
+    status_code=202,
+    response_model=OperationAccepted,
+    responses=ACCEPTED,
+)
 def scale_add(
     cluster_id: ClusterId,
     body: NodesIn,
@@ -82,13 +107,25 @@ def scale_add(
     actor: OperatorActor,
     tasks: BackgroundTasks,
     on_busy: OnBusyQuery = "reject",
-) -> OperationAccepted:
+    dry_run: DryRunQuery = False,
+) -> OperationAccepted | JSONResponse:
     """Add nodes. Servers and agents together: the servers' job first (G3, ``sequenced``)."""
-    _fail_fast_if_busy(read, cluster_id, on_busy)
+    if not dry_run:
+        _fail_fast_if_busy(read, cluster_id, on_busy)
     # Probe the supervisor before taking the row lock, so no network wait happens under it.
     target = service.probe_target(get_cluster(read, cluster_id), ctx.settings)
     read.rollback()
     probe: ProbeResult | None = ctx.prober(target) if target is not None else None
+    if dry_run:
+        new = [NewNode(n.hostname, n.ip, n.role) for n in body.nodes]
+        return plan.answer_plan(
+            ctx,
+            cluster_id,
+            lambda s: service.start_scale_add(
+                s, ctx.settings, cluster_id, body.nodes, actor, probe, ctx.prober, on_busy
+            ),
+            plan.add_verdicts(new, probe, ctx.settings.probe_policy),
+        )
     with ctx.db.transaction() as session:
         accepted = accepted_out(
             service.start_scale_add(
@@ -99,7 +136,12 @@ def scale_add(
     return accepted
 
 
-@router.post("/api/clusters/{cluster_id}/scale/remove", status_code=202, responses=ACCEPTED)
+@router.post(
+    "/api/clusters/{cluster_id}/scale/remove",
+    status_code=202,
+    response_model=OperationAccepted,
+    responses=ACCEPTED,
+)
 def scale_remove(
     cluster_id: ClusterId,
     body: NodeRefsIn,
@@ -112,8 +154,18 @@ def scale_remove(
         Query(description="Must be true to remove servers (control-plane nodes)", examples=[False]),
     ] = False,
     on_busy: OnBusyQuery = "reject",
-) -> OperationAccepted:
+    dry_run: DryRunQuery = False,
+) -> OperationAccepted | JSONResponse:
     """Remove nodes; removing servers needs ``confirm_master_removal=true`` and keeps quorum."""
+    if dry_run:
+        return plan.answer_plan(
+            ctx,
+            cluster_id,
+            lambda s: service.start_scale_remove(
+                s, ctx.settings, cluster_id, body.nodes, confirm_master_removal, actor, on_busy
+            ),
+            plan.remove_verdicts([n.hostname for n in body.nodes], confirm_master_removal),
+        )
     _fail_fast_if_busy(read, cluster_id, on_busy)
     with ctx.db.transaction() as session:
         accepted = accepted_out(
