@@ -73,6 +73,7 @@ class NodeStatus(enum.StrEnum):
     ACTIVE = "ACTIVE"
     FAILED = "FAILED"
     REMOVING = "REMOVING"
+    UPGRADING = "UPGRADING"
 
 
 class JobStatus(enum.StrEnum):
@@ -93,6 +94,7 @@ class Operation(enum.StrEnum):
     SCALE_ADD_WORKERS = "scale_add_workers"
     SCALE_REMOVE_MASTERS = "scale_remove_masters"
     SCALE_REMOVE_WORKERS = "scale_remove_workers"
+    UPGRADE = "upgrade"
 
     @property
     def removes(self) -> bool:
@@ -194,6 +196,8 @@ class Node(Base):
     status: Mapped[str] = mapped_column(String(16), default=NodeStatus.PENDING)
     status_reason: Mapped[str | None] = mapped_column(Text)
     is_initial_master: Mapped[bool] = mapped_column(Boolean, default=False)
+    rke2_version: Mapped[str | None] = mapped_column(String(64))
+    """The RKE2 version the node was last seen running (its kubelet version); null: not known."""
     host_key: Mapped[str | None] = mapped_column(Text)
     """The SSH host key pinned on first contact, ``<type> <base64>`` (known_hosts form)."""
     host_key_pinned_at: Mapped[datetime | None]
