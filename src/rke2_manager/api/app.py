@@ -29,6 +29,7 @@ from rke2_manager.jobs.runner.worker import Worker
 from rke2_manager.metrics import registry_for
 from rke2_manager.operations.admin import router as admin_router
 from rke2_manager.operations.router import router as operations_router
+from rke2_manager.operations.upgrade import router as upgrade_router
 from rke2_manager.probe import make_prober
 from rke2_manager.tokens.router import router as tokens_router
 from rke2_manager.vault import SecretBox
@@ -93,6 +94,7 @@ def create_app(
     problems.install(app)
     app.include_router(clusters_router)
     app.include_router(operations_router)
+    app.include_router(upgrade_router)
     app.include_router(jobs_router)
     app.include_router(admin_router)
     app.include_router(tokens_router)

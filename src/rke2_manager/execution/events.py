@@ -15,6 +15,9 @@ from typing import Any, Literal
 
 READY_MARKER = "[rke2m] node ready"
 REMOVED_MARKER = "[rke2m] node removed"
+UPGRADING_MARKER = "[rke2m] node upgrading"
+#: Its ``debug`` message is the RKE2 version the node runs (its kubelet version).
+VERSION_MARKER = "[rke2m] node version"
 #: Tasks (``debug`` with a mapping as ``msg``) that report data for the manager to record:
 #: ``[rke2m] snapshot saved`` (tasks/snapshot.yml), ``[rke2m] snapshots listed``.
 REPORT_MARKERS = ("[rke2m] snapshot saved", "[rke2m] snapshots listed")
@@ -28,6 +31,8 @@ Kind = Literal[
     "ready",
     "removed",
     "report",
+    "upgrading",
+    "version",
 ]
 
 #: The setting that bounds every task (passed to Ansible as ``ANSIBLE_TASK_TIMEOUT``).
@@ -165,6 +170,10 @@ def interpret(event: dict[str, Any], task_timeout: int | None = None) -> HostEve
             return HostEvent(host, "ready")
         if task.startswith(REMOVED_MARKER):
             return HostEvent(host, "removed")
+        if task.startswith(UPGRADING_MARKER):
+            return HostEvent(host, "upgrading")
+        if task.startswith(VERSION_MARKER):
+            return HostEvent(host, "version", str((data.get("res") or {}).get("msg") or ""))
         msg = (data.get("res") or {}).get("msg")
         if task in REPORT_MARKERS and isinstance(msg, dict):
             return HostEvent(host, "report", task=task, data=msg)

@@ -12,7 +12,7 @@ it starts (``dispatch.begin``), where every refusal ends it ``failed`` with the 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from rke2_manager import audit
@@ -33,6 +33,7 @@ from rke2_manager.jobs.plans import (
     pending_jobs,
 )
 from rke2_manager.jobs.queue import queue_position, queued_jobs
+from rke2_manager.jobs.upgrade import UpgradeRequest, checked_artifact_dir
 from rke2_manager.models import Cluster, Job, JobStatus, LockStatus, NodeStatus, Operation
 from rke2_manager.validation import NodeIn, NodeRef
 
@@ -226,4 +227,26 @@ def start_scale_remove(
         ensure_idle(cluster)
     specs = tuple(NodeRefSpec(r.hostname, r.ip, r.role) for r in refs)
     request = RemoveRequest.for_cluster(cluster, specs, confirm_master_removal)
+    return _start(session, settings, cluster, [request], actor, on_busy, None)
+
+
+def start_upgrade(
+    session: WriteSession,
+    settings: Settings,
+    cluster_id: int,
+    request: UpgradeRequest,
+    actor: str,
+    on_busy: OnBusy = "reject",
+) -> Accepted:
+    """Upgrade every node not in ``request.skip`` (G5); the artifact directory must lie under
+    the artifact root and exist.
+
+    Raises NotFound, ClusterBusy (409), InvalidRequest (422, artifact_dir), GuardrailViolation.
+    """
+    request = replace(
+        request, artifact_dir=checked_artifact_dir(request.artifact_dir, settings.artifact_root_dir)
+    )
+    cluster = lock_cluster_row(session, cluster_id)
+    if cluster.operation_status != LockStatus.IDLE and on_busy == "reject":
+        ensure_idle(cluster)
     return _start(session, settings, cluster, [request], actor, on_busy, None)

@@ -33,6 +33,7 @@ from rke2_manager.guardrails import (
     deferred_warning,
     project,
 )
+from rke2_manager.jobs.upgrade import UpgradeRequest
 from rke2_manager.models import Cluster, Job, JobStatus, Node, NodeRole, Operation
 
 
@@ -167,7 +168,7 @@ class RemoveRequest:
         job.targets = targets_of(nodes)
 
 
-OpRequest = InstallRequest | AddRequest | RemoveRequest
+OpRequest = InstallRequest | AddRequest | RemoveRequest | UpgradeRequest
 
 
 def check_request(
@@ -189,11 +190,13 @@ def check_request(
     try:
         if isinstance(request, RemoveRequest):
             return request.check_cluster(cluster)[1]
+        if isinstance(request, UpgradeRequest):
+            return request.check_cluster(cluster)
         return request.check(snapshot(cluster), probe, policy)
     except GuardrailViolation as refusal:
         if not ahead or refusal.guardrail not in ("G1", "G2"):
             raise
-        if isinstance(request, InstallRequest):
+        if isinstance(request, InstallRequest | UpgradeRequest):
             raise  # no initial master: no job ahead can make one
         return _check_after_jobs_ahead(cluster, request, refusal, ahead, policy)
 
@@ -256,6 +259,8 @@ def request_of(job: Job) -> OpRequest:
     operation = Operation(job.operation)
     if operation == Operation.INSTALL:
         return InstallRequest()
+    if operation == Operation.UPGRADE:
+        return UpgradeRequest.from_params(params)
     if operation.removes:
         return RemoveRequest(
             operation,

@@ -17,6 +17,7 @@ from rke2_manager.config import Settings
 from rke2_manager.db import WriteSession
 from rke2_manager.jobs.queue import cancel_successors, pass_on
 from rke2_manager.jobs.runner.nodestatus import Progress, settle_nodes
+from rke2_manager.jobs.upgrade import record_versions
 from rke2_manager.models import (
     Cluster,
     ClusterStage,
@@ -71,6 +72,8 @@ def settle(
         stopped = reason if job.stop_status is not None or stopped_run else None
         settle_nodes(session, job.cluster_id, job.id, progress, succeeded, stopped)
     _explain_mid_change(session, job, reason)
+    if job.operation == Operation.UPGRADE:
+        record_versions(session, job)
     if job.operation == Operation.INSTALL:
         cluster = session.get(Cluster, job.cluster_id)
         assert cluster is not None
@@ -93,7 +96,7 @@ def _explain_mid_change(session: WriteSession, job: Job, reason: str | None) -> 
         select(Node).where(
             Node.cluster_id == job.cluster_id,
             Node.hostname.in_(names),
-            Node.status.in_([NodeStatus.INSTALLING, NodeStatus.REMOVING]),
+            Node.status.in_([NodeStatus.INSTALLING, NodeStatus.REMOVING, NodeStatus.UPGRADING]),
         )
     ):
         node.status = NodeStatus.FAILED

@@ -12,6 +12,7 @@ from rke2_manager.db import WriteSession, unavailable
 from rke2_manager.execution.events import HostEvent
 from rke2_manager.jobs.runner.fencing import Fence
 from rke2_manager.models import Node, NodeStatus, Operation, utcnow
+from rke2_manager.versions import try_version
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,8 @@ class Progress:
     """Targets whose SSH host key no longer matched the pinned one: hostname -> reason."""
     host_keys: dict[str, str] = field(default_factory=dict)
     """Keys learned on first contact, to pin when the job ends: hostname -> key."""
+    versions: dict[str, str] = field(default_factory=dict)
+    """The RKE2 version each target reported running (upgrade), recorded when the job ends."""
     current: dict[str, str] = field(default_factory=dict)
     """The task each host of the run (target or not) has started and not yet ended:
     hostname -> task name. What is left here when the run ends was cut off mid-task."""
@@ -91,6 +94,12 @@ def on_host(fence: Fence, progress: Progress, fact: HostEvent) -> None:
     elif fact.kind in ("failed", "unreachable") and fact.host not in progress.failed:
         progress.failed[fact.host] = reason = fact.reason or fact.kind
         status = NodeStatus.FAILED
+    elif fact.kind == "version":
+        if try_version(fact.reason) is not None:
+            progress.versions[fact.host] = str(fact.reason)
+        return None
+    elif fact.kind == "upgrading" and fact.host not in progress.failed:
+        status, reason = NodeStatus.UPGRADING, None
     elif fact.kind in ("ready", "removed") and fact.host not in progress.done:
         progress.done.add(fact.host)
         status, reason = NodeStatus.ACTIVE, None
@@ -143,6 +152,9 @@ def settle_nodes(
     it had begun to change is then ``state unknown: <why>``, with the task it was cut off in.
     """
     pin_host_keys(session, cluster_id, progress.host_keys)
+    if progress.operation == Operation.UPGRADE:
+        _settle_upgraded(session, cluster_id, job_id, progress, stopped)
+        return
     removes = progress.operation.removes
     for node in _nodes(session, cluster_id, set(progress.before)):
         name = node.hostname
@@ -164,3 +176,31 @@ def settle_nodes(
         else:
             node.status = progress.before[name]
             node.status_reason = f"not attempted: job {job_id} failed"
+
+
+def _settle_upgraded(
+    session: WriteSession,
+    cluster_id: int,
+    job_id: int,
+    progress: Progress,
+    stopped: str | None,
+) -> None:
+    """An upgrade's targets at its end: the versions they reported; ``ACTIVE`` once past their
+    gates, ``FAILED`` where a gate failed or the run ended mid-upgrade; the rest as they were
+    (a rollout that stopped leaves the nodes after the failed one untouched)."""
+    for node in _nodes(session, cluster_id, set(progress.before)):
+        name = node.hostname
+        if name in progress.versions:
+            node.rke2_version = progress.versions[name]
+        if name in progress.failed:
+            node.status, node.status_reason = NodeStatus.FAILED, progress.failed[name]
+        elif name in progress.done:
+            node.status, node.status_reason = NodeStatus.ACTIVE, None
+        elif node.status == NodeStatus.UPGRADING:
+            during = f" during task '{progress.current[name]}'" if name in progress.current else ""
+            node.status = NodeStatus.FAILED
+            node.status_reason = (
+                f"state unknown: {stopped}{during}"
+                if stopped is not None
+                else f"upgrade did not complete: job {job_id} failed{during}"
+            )

@@ -18,6 +18,7 @@ from rke2_manager.execution.ansible_service import HostSpec, RunSpec, runs_dir
 from rke2_manager.execution.procs import RunProcess, new_tag
 from rke2_manager.jobs.runner.fencing import Fence
 from rke2_manager.jobs.runner.nodestatus import Progress
+from rke2_manager.jobs.upgrade import run_vars as upgrade_vars
 from rke2_manager.models import Cluster, ClusterStage, Job, Node, NodeStatus, Operation
 from rke2_manager.paths import check_artifact_dir
 
@@ -73,7 +74,8 @@ def prepare(ctx: AppContext, fence: Fence) -> tuple[RunSpec, Progress]:
         registration = cluster.registration_address or (master.ip if master else None)
         mark = NodeStatus.REMOVING if operation.removes else NodeStatus.INSTALLING
         for node in all_nodes:
-            if node.hostname in names:
+            # an upgrade marks each node UPGRADING only when the run reaches it
+            if node.hostname in names and operation != Operation.UPGRADE:
                 node.status, node.status_reason = mark, None
         if operation == Operation.INSTALL:
             cluster.stage = ClusterStage.INSTALLING
@@ -119,6 +121,11 @@ def prepare(ctx: AppContext, fence: Fence) -> tuple[RunSpec, Progress]:
                 "rke2m_cluster_id": cluster.id,
                 "rke2m_job_id": job.id,
                 "rke2m_fence_token": fence.claim.token,
+                **(
+                    upgrade_vars(job, ctx.settings.artifact_root_dir)
+                    if operation == Operation.UPGRADE
+                    else {}
+                ),
             },
             secret_values=[token, *_secret_strings(secret_config)],
             timeout=ctx.settings.job_timeout,
