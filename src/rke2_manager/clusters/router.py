@@ -11,6 +11,8 @@ from rke2_manager.api.auth import VIEWER, AdminActor, OperatorActor
 from rke2_manager.api.deps import ClusterId, CtxDep, ReadSessionDep
 from rke2_manager.clusters import service
 from rke2_manager.clusters.hostkeys import accept_host_key as accept_host_key_
+from rke2_manager.clusters.nodes_edit import NodeUpdate
+from rke2_manager.clusters.nodes_edit import update_node as update_node_
 from rke2_manager.clusters.responses import (
     ClusterOut,
     LockOut,
@@ -108,6 +110,36 @@ def delete_cluster(cluster_id: ClusterId, ctx: CtxDep, actor: AdminActor) -> Res
 )
 def list_nodes(cluster_id: ClusterId, session: ReadSessionDep) -> list[NodeOut]:
     return [node_out(n) for n in service.get_cluster(session, cluster_id).nodes]
+
+
+@router.patch(
+    "/{cluster_id}/nodes/{hostname}",
+    response_model=NodeOut,
+    responses=problems.responses(
+        400,
+        401,
+        403,
+        404,
+        409,
+        413,
+        422,
+        s400="G4: the new hostname or IP belongs to another node of the cluster (type "
+        "urn:rke2-manager:guardrail), or the Host or Content-Length header is not acceptable",
+        s409="The node is not PENDING, or a running or queued job works on it",
+    ),
+)
+def update_node(
+    cluster_id: ClusterId,
+    hostname: HostnamePath,
+    body: NodeUpdate,
+    ctx: CtxDep,
+    actor: OperatorActor,
+) -> NodeOut:
+    """Fix a PENDING node's hostname or IP (a typo before the install): G4 applies, and a new
+    IP forgets any host key pinned for the old one. 409 for a node that is not PENDING or that
+    a running or queued job works on."""
+    with ctx.db.transaction() as session:
+        return node_out(update_node_(session, cluster_id, hostname, body, actor))
 
 
 @router.post(
