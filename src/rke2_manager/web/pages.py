@@ -1,0 +1,145 @@
+"""The dashboard's pages (viewer role): clusters, a cluster, a job, the new-cluster form.
+
+Pages show what the API's read endpoints show, built by the same response builders; every
+change is made by the page's scripts through the JSON API itself (``static/ops.js``), so the
+API's roles, guardrails, messages and audit apply unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse
+
+from rke2_manager.api.deps import ClusterId, CtxDep, JobId, ReadSessionDep
+from rke2_manager.clusters import service as clusters
+from rke2_manager.clusters.responses import cluster_out
+from rke2_manager.jobs import service as jobs
+from rke2_manager.jobs.queue import queued_jobs
+from rke2_manager.jobs.schemas import job_out
+from rke2_manager.models import JobStatus
+from rke2_manager.web.access import CallerDep
+from rke2_manager.web.render import page
+
+router = APIRouter()
+RECENT_JOBS = 25
+#: Day-2 operations the dashboard has forms for, shown once the API serves their routes.
+DAY2_ROUTES = {
+    "upgrade": ("POST", "/api/clusters/{cluster_id}/upgrade"),
+    "snapshots": ("GET", "/api/clusters/{cluster_id}/snapshots"),
+    "snapshot_save": ("POST", "/api/clusters/{cluster_id}/snapshots"),
+    "restore": ("POST", "/api/clusters/{cluster_id}/restore"),
+    "forget": ("DELETE", "/api/clusters/{cluster_id}/nodes/{hostname}"),
+    "events": ("GET", "/api/jobs/{job_id}/events"),
+}
+
+
+@dataclass(frozen=True)
+class ClusterRow:
+    id: int
+    name: str
+    stage: str
+    operation_status: str
+    locked_by: str | None
+    current_job_id: int | None
+    queued: int
+    nodes: int
+    active: int
+
+
+def api_features(request: Request) -> set[str]:
+    """Which of :data:`DAY2_ROUTES` the API serves (routes of the app the dashboard is in)."""
+    main = request.app.state.main
+    served = {(m, r.path) for r in main.routes for m in getattr(r, "methods", None) or ()}
+    return {name for name, route in DAY2_ROUTES.items() if route in served}
+
+
+@router.get("/", response_class=HTMLResponse)
+def clusters_page(request: Request, caller: CallerDep, session: ReadSessionDep) -> HTMLResponse:
+    rows = [
+        ClusterRow(
+            id=c.id,
+            name=c.name,
+            stage=c.stage,
+            operation_status=c.operation_status,
+            locked_by=c.operation_locked_by,
+            current_job_id=c.current_job_id,
+            queued=len(queued_jobs(session, c.id)),
+            nodes=len(c.nodes),
+            active=sum(1 for n in c.nodes if n.status == "ACTIVE"),
+        )
+        for c in clusters.list_clusters(session)
+    ]
+    return page(request, "clusters.html", caller=caller, csrf=caller.csrf, clusters=rows)
+
+
+@router.get("/clusters/new", response_class=HTMLResponse)
+def new_cluster_page(request: Request, caller: CallerDep) -> HTMLResponse:
+    return page(request, "new_cluster.html", caller=caller, csrf=caller.csrf)
+
+
+@router.get("/clusters/{cluster_id}", response_class=HTMLResponse)
+def cluster_page(
+    request: Request,
+    cluster_id: ClusterId,
+    caller: CallerDep,
+    session: ReadSessionDep,
+    ctx: CtxDep,
+) -> HTMLResponse:
+    cluster = cluster_out(clusters.get_cluster(session, cluster_id), ctx.box)
+    queue = [job_out(j) for j in queued_jobs(session, cluster_id)]
+    recent = [job_out(j) for j in jobs.list_jobs(session, cluster_id, None, RECENT_JOBS, 0)]
+    return page(
+        request,
+        "cluster.html",
+        caller=caller,
+        csrf=caller.csrf,
+        cluster=cluster,
+        queue=queue,
+        jobs=recent,
+        features=api_features(request),
+        servers=[n.hostname for n in cluster.nodes if n.role == "server"],
+    )
+
+
+@router.get("/jobs/{job_id}", response_class=HTMLResponse)
+def job_page(
+    request: Request,
+    job_id: JobId,
+    caller: CallerDep,
+    session: ReadSessionDep,
+) -> HTMLResponse:
+    job = job_out(jobs.get_job(session, job_id))
+    cluster = clusters.get_cluster(session, job.cluster_id)
+    statuses = {n.hostname: n.status for n in cluster.nodes}
+    hosts: list[dict[str, Any]] = []
+    for node in job.nodes:
+        progress = job.progress.get(node.hostname)
+        hosts.append(
+            {
+                "hostname": node.hostname,
+                "role": node.role,
+                "status": statuses.get(node.hostname, "gone"),
+                "task": progress.task if progress else None,
+                "last": progress.last if progress else None,
+                "since": progress.since if progress else None,
+            }
+        )
+    return page(
+        request,
+        "job.html",
+        caller=caller,
+        csrf=caller.csrf,
+        job=job,
+        cluster_name=cluster.name,
+        hosts=hosts,
+        final=JobStatus(job.status).is_final,
+        events="events" in api_features(request),
+    )
+
+
+def home(_: Request) -> RedirectResponse:
+    """``/``: the dashboard."""
+    return RedirectResponse("/ui/", status_code=307)
