@@ -33,6 +33,8 @@ from rke2_manager.operations.upgrade import router as upgrade_router
 from rke2_manager.probe import make_prober
 from rke2_manager.tokens.router import router as tokens_router
 from rke2_manager.vault import SecretBox
+from rke2_manager.web import install as install_dashboard
+from rke2_manager.web.session import BrowserSession
 
 log = logging.getLogger(__name__)
 
@@ -85,11 +87,14 @@ def create_app(
         version=__version__,
         lifespan=lifespan,
         description="Install and scale RKE2 clusters over SSH, one safe operation at a time.",
+        docs_url=None,  # FastAPI's pages load from a CDN; the dashboard serves local ones
+        redoc_url=None,
     )
     app.state.ctx = ctx
     app.state.refusals = RefusalLog(db)
     registry = registry_for(db)
     app.add_middleware(DefaultJSONBody)
+    app.add_middleware(BrowserSession)  # the dashboard's session cookie as a bearer token
     app.add_middleware(RequestGuards, settings=settings)  # added last: runs first
     problems.install(app)
     app.include_router(clusters_router)
@@ -99,6 +104,7 @@ def create_app(
     app.include_router(admin_router)
     app.include_router(tokens_router)
     app.include_router(audit_router)
+    install_dashboard(app)  # /ui, /, /docs, /redoc
 
     @app.get("/healthz", tags=["health"], dependencies=[PUBLIC])
     def healthz() -> dict[str, str]:
