@@ -55,6 +55,9 @@ EXPECTED: dict[tuple[str, str], str | None] = {
 }
 #: Starlette routes FastAPI adds for its documentation: public by design (no data in them).
 DOC_PATHS = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+#: The dashboard: "/" redirects to it; "/ui" is a sub-application whose routes each declare
+#: a role the same way (tests/test_web_auth.py walks them).
+DOC_PATHS |= {"/", "/ui"}
 RANK = {None: -1, "viewer": 0, "operator": 1, "admin": 2}
 
 
