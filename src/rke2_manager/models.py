@@ -95,10 +95,18 @@ class Operation(enum.StrEnum):
     SCALE_REMOVE_MASTERS = "scale_remove_masters"
     SCALE_REMOVE_WORKERS = "scale_remove_workers"
     UPGRADE = "upgrade"
+    SNAPSHOT_SAVE = "snapshot_save"
+    SNAPSHOT_DELETE = "snapshot_delete"
+    RESTORE = "restore"
+    FORGET_NODE = "forget_node"
 
     @property
     def removes(self) -> bool:
-        return self in (Operation.SCALE_REMOVE_MASTERS, Operation.SCALE_REMOVE_WORKERS)
+        return self in (
+            Operation.SCALE_REMOVE_MASTERS,
+            Operation.SCALE_REMOVE_WORKERS,
+            Operation.FORGET_NODE,
+        )
 
 
 class ClusterStage(enum.StrEnum):
@@ -256,6 +264,42 @@ class Job(Base):
     """The last id given to one of the job's log lines or events (one sequence for both, so
     ``GET /api/jobs/{id}/events`` ids are durable and ordered); raised only by
     :func:`rke2_manager.jobs.events.reserve`."""
+    snapshot: Mapped[str | None] = mapped_column(String(255))
+    """The etcd snapshot the job saved (a save, the automatic one before a server removal or
+    an upgrade) or restored, by its full name as RKE2 lists it."""
+
+
+class SnapshotList(Base):
+    """When a server's etcd snapshots were last listed (``rke2 etcd-snapshot ls``), by which
+    job; goes with the node."""
+
+    __tablename__ = "snapshot_lists"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    cluster_id: Mapped[int] = mapped_column(
+        ForeignKey("clusters.id", ondelete="CASCADE"), index=True
+    )
+    node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id", ondelete="CASCADE"), unique=True)
+    listed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
+
+
+class Snapshot(Base):
+    """One etcd snapshot a server held when it was last listed (see :class:`SnapshotList`)."""
+
+    __tablename__ = "snapshots"
+    __table_args__ = (UniqueConstraint("node_id", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    cluster_id: Mapped[int] = mapped_column(
+        ForeignKey("clusters.id", ondelete="CASCADE"), index=True
+    )
+    node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(255))
+    location: Mapped[str] = mapped_column(Text)
+    size: Mapped[int | None] = mapped_column(BigInteger)
+    taken_at: Mapped[datetime | None]
+    """When RKE2 says the snapshot was created."""
 
 
 class JobLogLine(Base):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -35,6 +35,10 @@ from rke2_manager.guardrails import (
 )
 from rke2_manager.jobs.upgrade import UpgradeRequest
 from rke2_manager.models import Cluster, Job, JobStatus, Node, NodeRole, Operation
+
+if TYPE_CHECKING:  # they build on this module
+    from rke2_manager.jobs.restore import RestoreRequest
+    from rke2_manager.jobs.snapshots import SnapshotDeleteRequest, SnapshotSaveRequest
 
 
 def targets_of(nodes: list[Node]) -> list[dict[str, Any]]:
@@ -168,7 +172,10 @@ class RemoveRequest:
         job.targets = targets_of(nodes)
 
 
-OpRequest = InstallRequest | AddRequest | RemoveRequest | UpgradeRequest
+OpRequest: TypeAlias = (
+    "InstallRequest | AddRequest | RemoveRequest | UpgradeRequest"
+    " | SnapshotSaveRequest | SnapshotDeleteRequest | RestoreRequest"
+)
 
 
 def check_request(
@@ -196,8 +203,8 @@ def check_request(
     except GuardrailViolation as refusal:
         if not ahead or refusal.guardrail not in ("G1", "G2"):
             raise
-        if isinstance(request, InstallRequest | UpgradeRequest):
-            raise  # no initial master: no job ahead can make one
+        if not isinstance(request, AddRequest | RemoveRequest):
+            raise  # only an add or a removal waits on what jobs ahead change
         return _check_after_jobs_ahead(cluster, request, refusal, ahead, policy)
 
 
@@ -259,6 +266,9 @@ def request_of(job: Job) -> OpRequest:
     operation = Operation(job.operation)
     if operation == Operation.INSTALL:
         return InstallRequest()
+    day2 = _day2_request(operation, params)
+    if day2 is not None:
+        return day2
     if operation == Operation.UPGRADE:
         return UpgradeRequest.from_params(params)
     if operation.removes:
@@ -268,3 +278,25 @@ def request_of(job: Job) -> OpRequest:
             bool(params.get("confirm_master_removal", False)),
         )
     return AddRequest(operation, tuple(NewNode(**n) for n in params.get("nodes", [])))
+
+
+def _day2_request(operation: Operation, params: dict[str, Any]) -> OpRequest | None:
+    """Snapshots, restore and forget (their modules build on this one: imported here)."""
+    from rke2_manager.jobs.forget import ForgetRequest
+    from rke2_manager.jobs.restore import RestoreRequest
+    from rke2_manager.jobs.snapshots import SnapshotDeleteRequest, SnapshotSaveRequest
+
+    if operation == Operation.SNAPSHOT_SAVE:
+        return SnapshotSaveRequest(str(params.get("name", "")))
+    if operation == Operation.SNAPSHOT_DELETE:
+        return SnapshotDeleteRequest(str(params.get("name", "")))
+    if operation == Operation.RESTORE:
+        return RestoreRequest(
+            str(params.get("snapshot", "")), bool(params.get("confirm_restore", False))
+        )
+    if operation == Operation.FORGET_NODE:
+        nodes = params.get("nodes") or [{}]
+        return ForgetRequest.of(
+            str(nodes[0].get("hostname", "")), bool(params.get("confirm_master_removal", False))
+        )
+    return None

@@ -80,6 +80,12 @@ class JobOut(BaseModel):
         "claimed it",
         examples=["mgr1:4f3c:9a1b:1234:c0ffee"],
     )
+    snapshot: str | None = Field(
+        None,
+        description="The etcd snapshot the job saved (a save, or the automatic one before a "
+        "server removal or an upgrade) or restored, by its full name as listed",
+        examples=[None, "pre-remove-42-m1-1764680000"],
+    )
     created_at: datetime = Field(description="When the job was requested", examples=[_AT])
     started_at: datetime | None = Field(
         description="When a worker started it; null while queued", examples=[_AT]
@@ -169,6 +175,7 @@ def job_out(job: Any) -> JobOut:
             if isinstance(entry, dict)
         },
         worker_id=job.worker_id,
+        snapshot=job.snapshot,
         created_at=job.created_at,
         started_at=job.started_at,
         finished_at=job.finished_at,

@@ -21,6 +21,7 @@ from rke2_manager.jobs.runner.fencing import Claim, Fence, LogWriter, StopSignal
 from rke2_manager.jobs.runner.nodestatus import Progress, on_host
 from rke2_manager.jobs.runner.spec import prepare, record_start
 from rke2_manager.jobs.settle import NOT_RECORDED, settle
+from rke2_manager.jobs.snapshot_records import record_reports
 from rke2_manager.metrics import JOBS_FINISHED
 from rke2_manager.models import (
     Cluster,
@@ -52,6 +53,9 @@ def finish(
         if progress is not None and progress.kubeconfig:
             # stored as RKE2 wrote it; the API points it at the current address when read
             cluster.kubeconfig_enc = ctx.box.encrypt(progress.kubeconfig)
+        if progress is not None and progress.reports:
+            # before settle: a removal's settle deletes nodes, and their lists with them
+            record_reports(session, job, progress.reports)
         settle(session, ctx.settings, job, status, reason, progress, stopped_run=stopped)
 
 

@@ -107,6 +107,9 @@ def prepare(ctx: AppContext, fence: Fence) -> tuple[RunSpec, Progress]:
                 **ctx.settings.ansible_extra_vars,
                 "rke2m_cluster": cluster.name,
                 "rke2m_operation": operation.value,
+                # what the job was asked and decided at its start (a snapshot's name, the
+                # server to act on, ...): the day-2 playbooks read it
+                "rke2m_params": job.params or {},
                 "rke2_version": cluster.rke2_version or "",
                 "rke2_channel": cluster.rke2_channel,
                 "rke2_artifact_dir": artifact_dir,

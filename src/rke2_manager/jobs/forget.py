@@ -1,0 +1,75 @@
+"""Forgetting a node: taking it out of the cluster without contacting its host.
+
+For a node never installed (PENDING) there is nothing to undo: its job only deletes the row.
+A dead node (FAILED, unreachable; an ACTIVE one whose host the operator knows is gone) is
+removed through a live server: its Kubernetes Node deleted (``--wait=false``: RKE2's etcd
+finalizer holds it), for a server its etcd member removed explicitly through etcd's API (found
+by its peer URL), then the Node waited gone. Servers pass G2 like a removal (last server,
+quorum, ``confirm_master_removal=true``), except PENDING ones, which are no etcd members.
+
+Like every operation it runs as a job under the cluster lock (409, or queued). A queued forget
+is checked again when it starts; a job queued for the same node afterwards fails at its start
+with "Node ... not found".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rke2_manager.config import Settings
+from rke2_manager.db import WriteSession
+from rke2_manager.jobs.create import Accepted, OnBusy, _start
+from rke2_manager.jobs.plans import NodeRefSpec, RemoveRequest, targets_of
+from rke2_manager.jobs.snapshots import _locked
+from rke2_manager.models import Cluster, Job, Node, NodeRole, NodeStatus, Operation
+
+
+@dataclass(frozen=True)
+class ForgetRequest(RemoveRequest):
+    """Forget one node by hostname (build with :meth:`of`)."""
+
+    @classmethod
+    def of(cls, hostname: str, confirm_master_removal: bool) -> ForgetRequest:
+        return cls(Operation.FORGET_NODE, (NodeRefSpec(hostname),), confirm_master_removal)
+
+    def check_cluster(self, cluster: Cluster) -> tuple[list[Node], list[str], str | None]:
+        """Resolve the node (NotFound); G2 for a server that is not PENDING. Returns the
+        node, warnings and the new initial master's name (when the node is it)."""
+        nodes = self.resolve(cluster)
+        node = nodes[0]
+        if node.role == NodeRole.SERVER and node.status != NodeStatus.PENDING:
+            return super().check_cluster(cluster)
+        successor = None
+        if node.is_initial_master:
+            others = [n for n in cluster.nodes if n.role == NodeRole.SERVER and n is not node]
+            active = [n for n in others if n.status == NodeStatus.ACTIVE]
+            successor = (active or others)[0].hostname if others else None
+        return nodes, [], successor
+
+    def apply(self, session: WriteSession, cluster: Cluster, job: Job) -> None:
+        nodes, _, successor = self.check_cluster(cluster)
+        if nodes[0].is_initial_master:
+            for node in cluster.nodes:
+                node.is_initial_master = node.hostname == successor
+        job.targets = targets_of(nodes)
+        job.params = {
+            **self.params(),
+            # never installed: nothing to do through a server
+            "pending": [n.hostname for n in nodes if n.status == NodeStatus.PENDING],
+        }
+
+
+def start_forget(
+    session: WriteSession,
+    settings: Settings,
+    cluster_id: int,
+    hostname: str,
+    confirm_master_removal: bool,
+    actor: str,
+    on_busy: OnBusy = "reject",
+) -> Accepted:
+    """Forget a node. Raises NotFound (cluster or node), ClusterBusy (409), GuardrailViolation
+    (400: G2 for a server)."""
+    cluster = _locked(session, cluster_id, on_busy)
+    request = ForgetRequest.of(hostname, confirm_master_removal)
+    return _start(session, settings, cluster, [request], actor, on_busy, None)

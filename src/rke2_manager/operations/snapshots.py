@@ -1,0 +1,212 @@
+"""Day-2 endpoints: etcd snapshots (save, list, delete), restore, and forgetting a node.
+
+Every change is a job under the cluster's lock (202 with the job; 409 while busy unless
+``on_busy=queue``). The list is answered from what the jobs recorded (see
+:mod:`rke2_manager.jobs.snapshot_records`): it never runs anything on the nodes.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, BackgroundTasks, Path, Query
+from pydantic import BaseModel, Field
+
+from rke2_manager.api import problems
+from rke2_manager.api.auth import VIEWER, OperatorActor
+from rke2_manager.api.deps import ClusterId, CtxDep, ReadSessionDep
+from rke2_manager.clusters.router import HostnamePath
+from rke2_manager.clusters.service import get_cluster
+from rke2_manager.jobs.create import Accepted
+from rke2_manager.jobs.forget import start_forget
+from rke2_manager.jobs.restore import start_restore
+from rke2_manager.jobs.schemas import OperationAccepted, accepted_out
+from rke2_manager.jobs.snapshot_records import listing
+from rke2_manager.jobs.snapshots import start_snapshot_delete, start_snapshot_save
+from rke2_manager.models import NodeRole, NodeStatus
+from rke2_manager.operations.router import ACCEPTED, OnBusyQuery, _fail_fast_if_busy
+from rke2_manager.validation import StrictModel
+
+router = APIRouter(tags=["snapshots"])
+
+#: A name to save a snapshot under: it becomes part of a file name on the servers.
+NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"
+#: A full snapshot name as listed (``<name>-<node>-<unix time>``, maybe ``.zip``).
+FULL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$"
+FullName = Annotated[
+    str,
+    Field(
+        max_length=255,
+        pattern=FULL_NAME_PATTERN,
+        description="A snapshot's full name, as GET …/snapshots lists it",
+        examples=["before-change-m1-1764680000"],
+    ),
+]
+
+
+class SnapshotIn(StrictModel):
+    """A snapshot to save."""
+
+    name: Annotated[str, Field(min_length=1, max_length=40, pattern=NAME_PATTERN)] = Field(
+        description="1 to 40 characters: lowercase letters, digits and inner '-'. RKE2 saves "
+        "the snapshot as <name>-<node>-<unix time>",
+        examples=["before-change"],
+    )
+
+
+class RestoreIn(StrictModel):
+    """The snapshot to restore."""
+
+    snapshot: FullName
+
+
+class SnapshotOut(BaseModel):
+    name: str = Field(description="Full name, as RKE2 lists it", examples=["pre-x-m1-1764680000"])
+    node: str = Field(description="The server that holds it", examples=["m1"])
+    size: int | None = Field(description="Bytes, as listed", examples=[5238816])
+    taken_at: datetime | None = Field(description="When RKE2 says it was created")
+    location: str = Field(
+        description="Where RKE2 says it is", examples=["file:///var/lib/rancher/rke2/server/db/…"]
+    )
+
+
+class ServerListOut(BaseModel):
+    node: str = Field(description="A server of the cluster", examples=["m1"])
+    listed_at: datetime | None = Field(
+        description="When its snapshots were last listed (by a job); null: never, so its "
+        "snapshots are unknown"
+    )
+    job_id: int | None = Field(description="The job that listed them", examples=[42])
+
+
+class SnapshotsOut(BaseModel):
+    """The cluster's snapshots as each server last listed them: not read live from the
+    nodes. Every job that saves, deletes or restores a snapshot, or removes a server, lists
+    the snapshots of the servers it reaches."""
+
+    snapshots: list[SnapshotOut]
+    servers: list[ServerListOut]
+
+
+def _answer(accepted: Accepted, ctx: CtxDep, tasks: BackgroundTasks) -> OperationAccepted:
+    out = accepted_out(accepted)
+    tasks.add_task(ctx.wake_workers)
+    return out
+
+
+@router.post("/api/clusters/{cluster_id}/snapshots", status_code=202, responses=ACCEPTED)
+def save_snapshot(
+    cluster_id: ClusterId,
+    body: SnapshotIn,
+    read: ReadSessionDep,
+    ctx: CtxDep,
+    actor: OperatorActor,
+    tasks: BackgroundTasks,
+    on_busy: OnBusyQuery = "reject",
+) -> OperationAccepted:
+    """Save an etcd snapshot on one server (the initial master when ACTIVE); the job records
+    its full name (``snapshot``) and every server's list."""
+    _fail_fast_if_busy(read, cluster_id, on_busy)
+    with ctx.db.transaction() as session:
+        accepted = start_snapshot_save(session, ctx.settings, cluster_id, body.name, actor, on_busy)
+        return _answer(accepted, ctx, tasks)
+
+
+@router.get(
+    "/api/clusters/{cluster_id}/snapshots",
+    response_model=SnapshotsOut,
+    dependencies=[VIEWER],
+    responses=problems.responses(400, 401, 403, 404, 422),
+)
+def list_snapshots(cluster_id: ClusterId, session: ReadSessionDep) -> SnapshotsOut:
+    """Every server's snapshots, as last listed, and when each server was listed."""
+    cluster = get_cluster(session, cluster_id)
+    rows, lists = listing(session, cluster.id)
+    servers = [
+        n for n in cluster.nodes if n.role == NodeRole.SERVER and n.status != NodeStatus.PENDING
+    ]
+    return SnapshotsOut(
+        snapshots=[
+            SnapshotOut(
+                name=s.name, node=n.hostname, size=s.size, taken_at=s.taken_at, location=s.location
+            )
+            for n, s in rows
+        ],
+        servers=[
+            ServerListOut(
+                node=n.hostname,
+                listed_at=lists[n.id].listed_at if n.id in lists else None,
+                job_id=lists[n.id].job_id if n.id in lists else None,
+            )
+            for n in servers
+        ],
+    )
+
+
+@router.delete("/api/clusters/{cluster_id}/snapshots/{name}", status_code=202, responses=ACCEPTED)
+def delete_snapshot(
+    cluster_id: ClusterId,
+    name: Annotated[str, Path(max_length=255, pattern=FULL_NAME_PATTERN)],
+    read: ReadSessionDep,
+    ctx: CtxDep,
+    actor: OperatorActor,
+    tasks: BackgroundTasks,
+    on_busy: OnBusyQuery = "reject",
+) -> OperationAccepted:
+    """Delete a snapshot (full name, as listed) from every server whose list holds it."""
+    _fail_fast_if_busy(read, cluster_id, on_busy)
+    with ctx.db.transaction() as session:
+        accepted = start_snapshot_delete(session, ctx.settings, cluster_id, name, actor, on_busy)
+        return _answer(accepted, ctx, tasks)
+
+
+@router.post("/api/clusters/{cluster_id}/restore", status_code=202, responses=ACCEPTED)
+def restore(
+    cluster_id: ClusterId,
+    body: RestoreIn,
+    read: ReadSessionDep,
+    ctx: CtxDep,
+    actor: OperatorActor,
+    tasks: BackgroundTasks,
+    confirm_restore: Annotated[
+        bool,
+        Query(
+            description="Must be true: a restore rolls the whole cluster back to the snapshot",
+            examples=[False],
+        ),
+    ] = False,
+    on_busy: OnBusyQuery = "reject",
+) -> OperationAccepted:
+    """Restore an etcd snapshot onto the cluster's servers (RKE2's cluster reset); every
+    installed node restarts; a new kubeconfig is fetched."""
+    _fail_fast_if_busy(read, cluster_id, on_busy)
+    with ctx.db.transaction() as session:
+        accepted = start_restore(
+            session, ctx.settings, cluster_id, body.snapshot, confirm_restore, actor, on_busy
+        )
+        return _answer(accepted, ctx, tasks)
+
+
+@router.delete("/api/clusters/{cluster_id}/nodes/{hostname}", status_code=202, responses=ACCEPTED)
+def forget_node(
+    cluster_id: ClusterId,
+    hostname: HostnamePath,
+    read: ReadSessionDep,
+    ctx: CtxDep,
+    actor: OperatorActor,
+    tasks: BackgroundTasks,
+    confirm_master_removal: Annotated[
+        bool,
+        Query(description="Must be true to forget an installed server", examples=[False]),
+    ] = False,
+    on_busy: OnBusyQuery = "reject",
+) -> OperationAccepted:
+    """Forget a node without contacting it: a PENDING node just goes; an installed one is
+    removed from Kubernetes (and, a server, from etcd) through a live server. G2 for servers."""
+    _fail_fast_if_busy(read, cluster_id, on_busy)
+    with ctx.db.transaction() as session:
+        accepted = start_forget(
+            session, ctx.settings, cluster_id, hostname, confirm_master_removal, actor, on_busy
+        )
+        return _answer(accepted, ctx, tasks)
