@@ -126,3 +126,36 @@ def kubelet_version(lab: Lab, server: str, node: str) -> str:
     if not out.ok:
         raise AssertionError(f"kubectl get node {node} on {server} failed: {out.stderr}")
     return out.stdout.strip()
+
+
+ETCD_TLS = "/var/lib/rancher/rke2/server/tls/etcd"
+ETCD_CURL = (
+    f"curl -sS --cacert {ETCD_TLS}/server-ca.crt --cert {ETCD_TLS}/server-client.crt "
+    f"--key {ETCD_TLS}/server-client.key"
+)
+
+
+def etcd_call(
+    lab: Lab, host: str, path: str, body: Any = None, address: str = "127.0.0.1"
+) -> tuple[int, Any]:
+    """(HTTP status, JSON body) of etcd's JSON gateway on address:2379, called with curl on
+    host with RKE2's etcd client certificate; POST when body is given."""
+    data = f"-X POST -d {shlex.quote(json.dumps(body))} " if body is not None else ""
+    out = lab.run(
+        host,
+        f"{ETCD_CURL} {data}-w '\\n%{{http_code}}' https://{address}:2379{path}",
+        timeout=30,
+    )
+    if not out.ok:
+        raise AssertionError(f"curl to etcd on {host} failed: {out.stderr}")
+    text, _, status = out.stdout.rpartition("\n")
+    return int(status), json.loads(text)
+
+
+def node_json(lab: Lab, host: str, node: str) -> dict[str, Any]:
+    """``kubectl get node NODE -o json`` on host."""
+    out = kubectl(lab, host, f"get node {shlex.quote(node)} -o json")
+    if not out.ok:
+        raise AssertionError(f"kubectl get node {node} on {host} failed: {out.stderr}")
+    node_obj: dict[str, Any] = json.loads(out.stdout)
+    return node_obj

@@ -94,3 +94,91 @@ def test_versions_follow_the_binaries_a_node_was_started_from(
     assert lab.run("w1", "systemctl restart rke2-agent", timeout=60).ok
     assert cluster.kubelet_version(lab, "m1", "w1") == UPGRADE_VERSION
     assert cluster.node_status(lab, "m1") == {"m1": "Ready", "w1": "Ready"}
+
+
+def member_names(lab: Lab, host: str) -> list[str]:
+    status, body = cluster.etcd_call(lab, host, "/v3/cluster/member/list", {})
+    assert status == 200, body
+    return sorted(m["name"].rsplit("-", 1)[0] for m in body["members"])
+
+
+def test_etcd_api_and_node_finalizers(lab_factory: LabFactory, rke2_artifact: Path) -> None:
+    lab = lab_factory(["m1", "m2", "m3"])
+    start_cluster(lab, rke2_artifact, ["m1", "m2", "m3"], [])
+    ips = {h.name: h.ip for h in lab.hosts}
+
+    # member list through the JSON gateway, from any server, on 127.0.0.1 and the node IP
+    status, body = cluster.etcd_call(lab, "m2", "/v3/cluster/member/list", {})
+    assert status == 200
+    members = {m["name"].rsplit("-", 1)[0]: m for m in body["members"]}
+    assert set(members) == {"m1", "m2", "m3"}
+    for name, m in members.items():
+        assert re.fullmatch(rf"{name}-[0-9a-f]{{8}}", m["name"])
+        assert re.fullmatch(r"[1-9][0-9]*", m["ID"]) and int(m["ID"]) < 2**64
+        assert m["peerURLs"] == [f"https://{ips[name]}:2380"]
+        assert m["clientURLs"] == [f"https://{ips[name]}:2379"]
+    _, other = cluster.etcd_call(lab, "m1", "/v3/cluster/member/list", {}, address=ips["m3"])
+    assert other["header"]["cluster_id"] == body["header"]["cluster_id"]
+    assert sorted(m["ID"] for m in other["members"]) == sorted(m["ID"] for m in body["members"])
+    name_file = lab.run("m2", "cat /var/lib/rancher/rke2/server/db/etcd/name", check=True)
+    assert name_file.stdout == members["m2"]["name"]
+    assert cluster.etcd_call(lab, "m1", "/health") == (200, {"health": "true", "reason": ""})
+
+    # client certificates: none, or one of another CA, are refused
+    url = "https://127.0.0.1:2379/health"
+    tls = "/var/lib/rancher/rke2/server/tls"
+    assert not lab.run("m1", f"curl -sS --cacert {tls}/etcd/server-ca.crt {url}").ok
+    wrong = f"--cert {tls}/client-admin.crt --key {tls}/client-admin.key"
+    assert not lab.run("m1", f"curl -sS --cacert {tls}/etcd/server-ca.crt {wrong} {url}").ok
+
+    # an etcd server's Node carries RKE2's finalizer and its member's annotations
+    meta = cluster.node_json(lab, "m1", "m3")["metadata"]
+    assert meta["finalizers"] == ["wrangler.cattle.io/managed-etcd-controller"]
+    assert meta["annotations"]["etcd.rke2.cattle.io/node-name"] == members["m3"]["name"]
+
+    # without quorum: no health, no member removal, no Node deletion
+    lab.link_down("m2")
+    lab.link_down("m3")
+    assert cluster.etcd_call(lab, "m1", "/health") == (
+        503,
+        {"health": "false", "reason": "RAFT NO LEADER"},
+    )
+    m3_id = members["m3"]["ID"]
+    assert cluster.etcd_call(lab, "m1", "/v3/cluster/member/remove", {"ID": m3_id}) == (
+        503,
+        {
+            "error": "etcdserver: request timed out",
+            "code": 14,
+            "message": "etcdserver: request timed out",
+        },
+    )
+    res = cluster.kubectl(lab, "m1", "delete node m3 --wait=false")
+    assert res.rc == 1 and "quorum" in res.stderr
+    assert member_names(lab, "m1") == ["m1", "m2", "m3"]  # served locally, without quorum
+
+    # forget the dead m3 (2 of 3 up): mark its Node, its member goes, then the Node
+    lab.link_up("m2")
+    res = cluster.kubectl(lab, "m1", "delete node m3 --wait=false")
+    assert res.ok and res.stdout == 'node "m3" deleted\n'
+    cluster.wait_for("m3's Node gone", lambda: "m3" not in cluster.node_status(lab, "m1"))
+    assert member_names(lab, "m1") == ["m1", "m2"] == member_names(lab, "m2")
+    missing = cluster.etcd_call(lab, "m2", "/v3/cluster/member/remove", {"ID": m3_id})
+    assert missing == (
+        404,
+        {
+            "error": "etcdserver: member not found",
+            "code": 5,
+            "message": "etcdserver: member not found",
+        },
+    )
+
+    # removing a live member through the API: the Node stays until deleted, then goes at once
+    status, body = cluster.etcd_call(
+        lab, "m1", "/v3/cluster/member/remove", {"ID": members["m2"]["ID"]}
+    )
+    assert status == 200 and [m["name"] for m in body["members"]] == [members["m1"]["name"]]
+    assert set(cluster.node_status(lab, "m1")) == {"m1", "m2"}
+    res = cluster.kubectl(lab, "m1", "delete node m2 --timeout=60s")
+    assert res.ok and res.stdout == 'node "m2" deleted\n'
+    assert set(cluster.node_status(lab, "m1")) == {"m1"}
+    assert cluster.etcd_members(lab, "m1") == {"m1": ips["m1"]}

@@ -220,6 +220,10 @@ def cmd_drain(api: kc.Api, words: list[str], opts: dict[str, str]) -> int:
 
 
 def cmd_delete(api: kc.Api, words: list[str], opts: dict[str, str]) -> int:
+    """``delete node N...``: prints ``node "N" deleted`` once the API accepted the delete, then
+    (``--wait=true``, kubectl's default) waits until the object is gone: a Node with finalizers
+    stays until they are removed. ``--timeout`` bounds the wait (0: a week, as kubectl)."""
+    deleted = []
     for name in node_names(words):
         try:
             api.request("DELETE", f"/api/v1/nodes/{name}")
@@ -227,7 +231,20 @@ def cmd_delete(api: kc.Api, words: list[str], opts: dict[str, str]) -> int:
             if opts.get("ignore-not-found") == "true":
                 continue
             raise
-        print(f'node "{name}" deleted')
+        print(f'node "{name}" deleted', flush=True)
+        deleted.append(name)
+    if opts.get("wait", "true") == "false":
+        return 0
+    deadline = time.monotonic() + (kc.seconds(opts.get("timeout", "0")) or 7 * 86400)
+    for name in deleted:
+        while True:
+            try:
+                api.request("GET", f"/api/v1/nodes/{name}")
+            except kc.NotFound:
+                break
+            if time.monotonic() > deadline:
+                raise kc.KubectlError(f"error: timed out waiting for the condition on nodes/{name}")
+            time.sleep(0.5)
     return 0
 
 

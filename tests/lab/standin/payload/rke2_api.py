@@ -9,6 +9,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import rke2_members
 import rke2_net
 from rke2_cluster import NoQuorum
 
@@ -85,8 +86,10 @@ class SupervisorHandler(Handler):
                 self.reply(status, answer)
         elif path == "/v1-rke2/standin/sync":
             if self.authorized({"server"}):
-                self.app.handle_sync(self.body())
-                self.reply(200, {"ok": True})
+                if self.app.handle_sync(self.body()):
+                    self.reply(200, {"ok": True})
+                else:
+                    self.reply(409, {"error": "request cluster ID mismatch"})
         else:
             self.text(404, "404 page not found")
 
@@ -129,7 +132,7 @@ class ApiHandler(Handler):
                     "kind": "NodeList",
                     "apiVersion": "v1",
                     "metadata": {},
-                    "items": render_nodes(nodes),
+                    "items": render_nodes(nodes, self.app.store.state.get("member_ids", {})),
                 },
             )
         elif path.startswith("/api/v1/nodes/"):
@@ -138,7 +141,7 @@ class ApiHandler(Handler):
                 name = path.rsplit("/", 1)[1]
                 self.status_error(404, "NotFound", f'nodes "{name}" not found')
             else:
-                self.reply(200, render_nodes([node])[0])
+                self.reply(200, render_nodes([node], self.app.store.state.get("member_ids", {}))[0])
         elif path == "/api/v1/pods":
             selector = parse_qs(url.query).get("fieldSelector", [""])[0]
             self.reply(
@@ -171,7 +174,7 @@ class ApiHandler(Handler):
         except NoQuorum as exc:
             self.status_error(500, "InternalError", str(exc))
         else:
-            self.reply(200, render_nodes([node])[0])
+            self.reply(200, render_nodes([node], self.app.store.state.get("member_ids", {}))[0])
 
 
 class KubeletHandler(Handler):
@@ -181,14 +184,19 @@ class KubeletHandler(Handler):
         self.text(200, "ok")
 
 
-def render_nodes(nodes: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Node records as Kubernetes Node objects, Ready when the node's kubelet answers."""
+def stamp(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def render_nodes(nodes: list[dict[str, Any]], members: dict[str, Any]) -> list[dict[str, Any]]:
+    """Node records as Kubernetes Node objects, Ready when the node's kubelet answers;
+    members is the state's ``member_ids``."""
     with ThreadPoolExecutor(max_workers=max(1, len(nodes))) as pool:
         ready = list(pool.map(lambda n: rke2_net.tcp_open(n["ip"], 10250, 0.3), nodes))
-    return [node_object(n, r) for n, r in zip(nodes, ready, strict=True)]
+    return [node_object(n, r, members) for n, r in zip(nodes, ready, strict=True)]
 
 
-def node_object(n: dict[str, Any], ready: bool) -> dict[str, Any]:
+def node_object(n: dict[str, Any], ready: bool, members: dict[str, Any]) -> dict[str, Any]:
     labels = {
         "kubernetes.io/hostname": n["name"],
         "kubernetes.io/os": "linux",
@@ -198,7 +206,7 @@ def node_object(n: dict[str, Any], ready: bool) -> dict[str, Any]:
     }
     if n["role"] == "server":
         labels.update({f"node-role.kubernetes.io/{r}": "true" for r in CONTROL_PLANE_LABELS})
-    created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(n["created"]))
+    created = stamp(n["created"])
     taints = (
         [{"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}]
         if n["unschedulable"]
@@ -212,15 +220,26 @@ def node_object(n: dict[str, Any], ready: bool) -> dict[str, Any]:
         if ready
         else "Kubelet stopped posting node status.",
     }
+    meta: dict[str, Any] = {
+        "name": n["name"],
+        "creationTimestamp": created,
+        "labels": labels,
+        "annotations": {"rke2.io/node-address": n["ip"]},
+    }
+    if n["role"] == "server":
+        # An etcd node carries the member removal controller's finalizer and the member it is.
+        meta["finalizers"] = [rke2_members.ETCD_FINALIZER]
+        member = members.get(n["name"])
+        if member:
+            meta["annotations"][rke2_members.NODE_NAME_ANNOTATION] = member["name"]
+            meta["annotations"][rke2_members.NODE_ADDRESS_ANNOTATION] = n["ip"]
+    if n.get("deleting"):
+        meta["deletionTimestamp"] = stamp(n["deleting"])
+        meta["deletionGracePeriodSeconds"] = 0
     return {
         "kind": "Node",
         "apiVersion": "v1",
-        "metadata": {
-            "name": n["name"],
-            "creationTimestamp": created,
-            "labels": labels,
-            "annotations": {"rke2.io/node-address": n["ip"]},
-        },
+        "metadata": meta,
         "spec": {"unschedulable": n["unschedulable"], "taints": taints},
         "status": {
             "conditions": [cond],

@@ -3,7 +3,10 @@
 Every server keeps a full copy in ``server/db/etcd/standin-state.json``. A change is made on
 one server, needs a quorum of etcd members reachable (like an etcd write), and is pushed to
 every other member; a copy with a higher version replaces an older one. Members are servers
-whose Node exists: deleting a server's Node removes its membership, as RKE2's controller does.
+whose Node exists: deleting a server's Node removes its membership, as RKE2's controller does
+(rke2_members). Copies carry the etcd cluster ID: a copy of another cluster (one that was reset,
+k3s ``--cluster-reset``) is never adopted nor counted for quorum, as etcd rejects peers whose
+cluster ID differs ("request cluster ID mismatch").
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import rke2_members
 import rke2_net
 import rke2_pki
 
@@ -34,7 +38,7 @@ class Store:
         self.password = password
         self.lock = threading.RLock()  # serialises changes made here
         self.swap = threading.Lock()  # guards replacing the state (changes or adoption)
-        self.state: dict[str, Any] = {"version": 0, "nodes": {}, "members": {}}
+        self.state: dict[str, Any] = {"version": 0, "nodes": {}, "members": {}, "cluster_id": ""}
         if STATE_FILE.exists():
             self.state = json.loads(STATE_FILE.read_text())
 
@@ -74,17 +78,33 @@ class Store:
         with ThreadPoolExecutor(max_workers=len(ips)) as pool:
             return list(pool.map(safe, ips))
 
+    def same_cluster(self, remote: dict[str, Any]) -> bool:
+        return str(remote.get("cluster_id", "")) == str(self.state.get("cluster_id", ""))
+
+    def peer_states(self) -> dict[str, dict[str, Any]]:
+        """Node name -> state, of the other members that answer and share our cluster ID."""
+        others = self.others()
+        answers = self._fan_out(
+            lambda ip: self._peer(ip, "/v1-rke2/standin/state"), list(others.values())
+        )
+        return {
+            name: a
+            for name, a in zip(others, answers, strict=True)
+            if isinstance(a, dict) and self.same_cluster(a)
+        }
+
     def has_quorum(self) -> bool:
         """A majority of members (this server included) answer."""
         if not self.member:
             return False
-        others = list(self.others().values())
-        answers = self._fan_out(lambda ip: self._peer(ip, "/v1-rke2/standin/state"), others)
-        up = 1 + sum(a is not None for a in answers)
-        for answer in answers:
-            if answer is not None:
-                self.adopt(answer)
-        return up >= len(self.state["members"]) // 2 + 1
+        answers = self.peer_states()
+        for answer in answers.values():
+            self.adopt(answer)
+        return 1 + len(answers) >= len(self.state["members"]) // 2 + 1
+
+    def leader(self) -> str:
+        """The lowest-named member that answers (this server included): where controllers run."""
+        return min([self.me, *self.peer_states()])
 
     def push(self, extra: list[str] | None = None) -> None:
         """Send the current state to every other member (and to extra addresses)."""
@@ -95,6 +115,8 @@ class Store:
     def adopt(self, remote: dict[str, Any]) -> bool:
         """Take remote's state if it is newer; return whether it was."""
         with self.swap:
+            if int(self.state["version"]) and not self.same_cluster(remote):
+                return False
             if int(remote.get("version", 0)) <= int(self.state["version"]):
                 return False
             self.state = remote
@@ -132,9 +154,11 @@ class Store:
             self.state = {
                 "version": 1,
                 "nodes": {self.me: node},
-                "members": {self.me: ip},
+                "members": {},
+                "cluster_id": rke2_members.new_id(),
                 "created": time.time(),
             }
+            rke2_members.add(self.state, self.me, ip, rke2_members.member_name(self.me))
             self.save()
 
 

@@ -133,3 +133,34 @@ def parse_token(token: str) -> tuple[str | None, str, str]:
 
 def random_password() -> str:
     return os.urandom(16).hex()
+
+
+# etcd's own PKI, where RKE2 keeps it (k3s pkg/daemons/control/deps: tls/etcd/server-ca.*,
+# peer-ca.*, server-client.* (etcd's serving cert, also a client cert), client.* (apiserver's),
+# peer-server-client.*). The CAs are cluster-wide (bootstrap data); leaves are per server.
+ETCD_TLS = TLS / "etcd"
+ETCD_SERVER_CA = (ETCD_TLS / "server-ca.crt", ETCD_TLS / "server-ca.key")
+ETCD_PEER_CA = (ETCD_TLS / "peer-ca.crt", ETCD_TLS / "peer-ca.key")
+ETCD_SERVING = (ETCD_TLS / "server-client.crt", ETCD_TLS / "server-client.key")
+
+
+def etcd_cas() -> dict[str, str]:
+    """The etcd CA files (certificates and keys) as text, for a joining server."""
+    return {str(p.relative_to(ETCD_TLS)): p.read_text() for p in (*ETCD_SERVER_CA, *ETCD_PEER_CA)}
+
+
+def install_etcd_cas(cas: dict[str, str]) -> None:
+    for name, text in cas.items():
+        write_private(ETCD_TLS / name, text, 0o600 if name.endswith(".key") else 0o644)
+
+
+def etcd_certs(sans: list[str], fresh: bool = False) -> None:
+    """Create the etcd CAs (first server only) and this server's etcd leaf certificates."""
+    if not ETCD_SERVER_CA[0].exists():
+        make_ca(*ETCD_SERVER_CA, "etcd-server-ca")
+        make_ca(*ETCD_PEER_CA, "etcd-peer-ca")
+    if fresh or not ETCD_SERVING[0].exists():
+        make_leaf(*ETCD_SERVING, *ETCD_SERVER_CA, "etcd-server", sans=sans)
+        make_leaf(ETCD_TLS / "client.crt", ETCD_TLS / "client.key", *ETCD_SERVER_CA, "etcd-client")
+        peer = (ETCD_TLS / "peer-server-client.crt", ETCD_TLS / "peer-server-client.key")
+        make_leaf(*peer, *ETCD_PEER_CA, "etcd-peer", sans=sans)

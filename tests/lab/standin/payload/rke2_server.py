@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import json
 import os
 import socket
 import threading
@@ -11,12 +10,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+import rke2_members
 import rke2_net
 import rke2_node
 import rke2_pki
+import rke2_requests
 from rke2_api import ApiHandler, SupervisorHandler
-from rke2_cluster import Store, new_node
+from rke2_cluster import STATE_FILE, Store, new_node
+from rke2_etcd_api import EtcdHandler
 from rke2_node import VERSION, log
+
+RESET_FLAG = rke2_pki.DATA / "server" / "db" / "reset-flag"
 
 KUBECONFIG = Path("/etc/rancher/rke2/rke2.yaml")
 SERVING = (rke2_pki.TLS / "serving-kube-apiserver.crt", rke2_pki.TLS / "serving-kube-apiserver.key")
@@ -47,12 +51,19 @@ class Server:
             or rke2_net.local_ip(rke2_node.server_host(str(url)) if url else None)
         )
         self.node_pw = rke2_node.password_hash(rke2_node.node_password())
-        if rke2_pki.TOKEN.exists() and rke2_pki.CA_CRT.exists():
+        # k3s pkg/etcd/etcd.go Start: an initialised etcd (its data under server/db) restarts
+        # as the member it was; without data a server with --server joins, else it bootstraps.
+        if STATE_FILE.exists():
             self.resume()
-        elif not url:
-            self.bootstrap()
-        else:
+        elif url:
             self.join(str(url))
+        else:
+            self.bootstrap()
+        rke2_pki.etcd_certs(self.sans())
+        etcd_ctx = rke2_net.server_context(
+            *rke2_pki.ETCD_SERVING, client_ca=rke2_pki.ETCD_SERVER_CA[0]
+        )
+        rke2_net.TLSServer(2379, EtcdHandler, etcd_ctx, self).serve_in_thread()
         delay = float(os.environ.get("RKE2_STANDIN_READY_DELAY", "0") or 0)
         time.sleep(delay)
         self.write_kubeconfig()
@@ -62,6 +73,7 @@ class Server:
         rke2_node.start_kubelet(self)
         self.ready = True
         threading.Thread(target=self.post_node_status, daemon=True).start()
+        rke2_members.start_member_controller(self)
         log("info", f"rke2 is up and running (node {self.name}, {self.ip})")
         rke2_node.notify()
         rke2_node.forever()
@@ -108,7 +120,11 @@ class Server:
         """First server: new CA, token and cluster state."""
         token = self.cfg.get("token")
         self.password = rke2_pki.parse_token(str(token))[2] if token else rke2_pki.random_password()
-        rke2_pki.make_ca(rke2_pki.CA_CRT, rke2_pki.CA_KEY, "rke2-server-ca")
+        if rke2_pki.TOKEN.exists() and rke2_pki.CA_CRT.exists():
+            # A server whose db was wiped keeps its certificates and token (they are not in db).
+            self.password = rke2_pki.parse_token(rke2_pki.TOKEN.read_text().strip())[2]
+        else:
+            rke2_pki.make_ca(rke2_pki.CA_CRT, rke2_pki.CA_KEY, "rke2-server-ca")
         self.issue_certs()
         self.write_token()
         self.store = Store(self.name, self.password)
@@ -122,7 +138,35 @@ class Server:
         self.store = Store(self.name, self.password)
         self.start_supervisor()
         self.store.pull(list(self.store.others().values()))
-        log("info", "Starting from existing etcd data")
+        log("info", "Starting etcd for existing cluster member")
+        self.refuse_other_cluster()
+        # k3s pkg/cluster start: "Starting the managed database will clear the reset-flag".
+        RESET_FLAG.unlink(missing_ok=True)
+
+    def refuse_other_cluster(self) -> None:
+        """Old data after a cluster reset elsewhere: the reset server's etcd has a new cluster
+        ID and rejects this member, which never reaches quorum again. Like RKE2 there, wait
+        (for ever: the unit's start job never completes) instead of serving the old data."""
+        while True:
+            others = self.store.others()
+            answers = self.store._fan_out(
+                lambda ip: self.store._peer(ip, "/v1-rke2/standin/state"), list(others.values())
+            )
+            foreign = [
+                n
+                for n, a in zip(others, answers, strict=True)
+                if isinstance(a, dict) and not self.store.same_cluster(a)
+            ]
+            same = sum(isinstance(a, dict) and self.store.same_cluster(a) for a in answers)
+            if not foreign or 1 + same >= len(self.store.state["members"]) // 2 + 1:
+                return
+            log(
+                "error",
+                f"Failed to test etcd connection: rejected by {', '.join(foreign)}: request "
+                "cluster ID mismatch (this member was removed by a cluster reset; delete "
+                "/var/lib/rancher/rke2/server/db and restart to rejoin)",
+            )
+            time.sleep(5)
 
     def join(self, url: str) -> None:
         """Joining server: /ping answers at once; ready only once the token is accepted."""
@@ -134,10 +178,13 @@ class Server:
             "role": "server",
             "version": VERSION,
             "node_password": self.node_pw,
+            "member_name": rke2_members.member_name(self.name, force=True),
         }
         answer, ca_pem = rke2_node.join_forever([url], token, body)
         rke2_pki.write_private(rke2_pki.CA_CRT, ca_pem, 0o644)
         rke2_pki.write_private(rke2_pki.CA_KEY, answer["ca_key"])
+        rke2_pki.install_etcd_cas(answer.get("etcd_cas", {}))
+        rke2_pki.etcd_certs(self.sans(), fresh=True)
         self.password = answer["password"]
         self.issue_certs()
         self.write_token()
@@ -175,79 +222,15 @@ class Server:
         mode = self.cfg.get("write-kubeconfig-mode") or 0o600
         rke2_pki.write_private(KUBECONFIG, text, mode if isinstance(mode, int) else int(mode, 8))
 
-    # -- requests ------------------------------------------------------------------------------
+    # -- requests (rke2_requests) -----------------------------------------------------------------
     def handle_join(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        """Register a node (agent, or server that becomes an etcd member)."""
-        name, role = str(body.get("name", "")), body.get("role")
-        if not name or role not in ("server", "agent"):
-            return 400, {"error": "bad join request"}
+        return rke2_requests.handle_join(self, body)
 
-        def add(state: dict[str, Any]) -> None:
-            old = state["nodes"].get(name)
-            if old is not None and old["password"] != body.get("node_password"):
-                raise PermissionError(
-                    f"Node password rejected, duplicate hostname or contents of "
-                    f"'/etc/rancher/node/password' may not match server node-passwd entry "
-                    f"for {name}"
-                )
-            node = new_node(
-                name,
-                str(body["ip"]),
-                role,
-                str(body.get("node_password")),
-                str(body.get("version", VERSION)),
-            )
-            if old is not None:
-                node["created"], node["unschedulable"] = old["created"], old["unschedulable"]
-            state["nodes"][name] = node
-            if role == "server":
-                state["members"][name] = node["ip"]
-
-        with self.join_lock:
-            try:
-                self.store.change(add)
-            except PermissionError as exc:
-                return 403, {"error": str(exc)}
-            except Exception as exc:
-                return 503, {"error": str(exc)}
-        answer: dict[str, Any] = {"servers": list(self.store.state["members"].values())}
-        if role == "server":
-            answer.update(
-                ca_key=rke2_pki.CA_KEY.read_text(), password=self.password, state=self.store.state
-            )
-        return 200, answer
-
-    def handle_sync(self, state: dict[str, Any]) -> None:
-        was_member = self.store.member
-        self.store.adopt(state)
-        if was_member and not self.store.member:
-            self.evicted = True
-            log("error", "this server was removed from the etcd cluster")
+    def handle_sync(self, state: dict[str, Any]) -> bool:
+        return rke2_requests.handle_sync(self, state)
 
     def change_node(self, name: str, patch: dict[str, Any] | None) -> dict[str, Any]:
-        """Patch (cordon) or, with patch None, delete a Node; KeyError if there is none."""
-        removed: list[str] = []
-
-        def apply(state: dict[str, Any]) -> dict[str, Any]:
-            node = state["nodes"][name]
-            if patch is None:
-                del state["nodes"][name]
-                ip = state["members"].pop(name, None)
-                if ip:
-                    removed.append(ip)
-                return dict(node)
-            spec = patch.get("spec", {})
-            if "unschedulable" in spec:
-                node["unschedulable"] = bool(spec["unschedulable"])
-            node["labels"].update(patch.get("metadata", {}).get("labels", {}) or {})
-            return dict(node)
-
-        node = self.store.change(apply)
-        if removed:
-            # Tell the removed member, as etcd does when a member is removed.
-            self.store.push(removed)
-        copy: dict[str, Any] = json.loads(json.dumps(node))
-        return copy
+        return rke2_requests.change_node(self, name, patch)
 
 
 KUBECONFIG_TEMPLATE = """\
