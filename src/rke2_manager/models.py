@@ -99,6 +99,7 @@ class Operation(enum.StrEnum):
     SNAPSHOT_DELETE = "snapshot_delete"
     RESTORE = "restore"
     FORGET_NODE = "forget_node"
+    PREFLIGHT = "preflight"
 
     @property
     def removes(self) -> bool:
