@@ -47,6 +47,7 @@ EXPECTED: dict[tuple[str, str], str | None] = {
     ("POST", "/api/jobs/{job_id}/cancel"): "operator",
     ("GET", "/api/jobs/{job_id}/log"): "viewer",
     ("GET", "/api/jobs/{job_id}/log/follow"): "viewer",
+    ("GET", "/api/jobs/{job_id}/events"): "viewer",
     ("POST", "/api/admin/clusters/{cluster_id}/force-unlock"): "admin",
     ("GET", "/api/tokens"): "admin",
     ("POST", "/api/tokens"): "admin",

@@ -25,6 +25,7 @@ from rke2_manager.datadir import prepare_data_dir
 from rke2_manager.db import Database
 from rke2_manager.jobs.create import Prober
 from rke2_manager.jobs.router import router as jobs_router
+from rke2_manager.jobs.sse import router as job_events_router
 from rke2_manager.jobs.runner.worker import Worker
 from rke2_manager.metrics import registry_for
 from rke2_manager.operations.admin import router as admin_router
@@ -103,6 +104,7 @@ def create_app(
     app.include_router(snapshots_router)
     app.include_router(upgrade_router)
     app.include_router(jobs_router)
+    app.include_router(job_events_router)
     app.include_router(admin_router)
     app.include_router(tokens_router)
     app.include_router(audit_router)

@@ -17,13 +17,13 @@ import sys
 import tempfile
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import ansible_runner
 
-from rke2_manager.execution.events import HostEvent, interpret, redact
+from rke2_manager.execution.events import HostEvent, interpret, redact, task_result
 from rke2_manager.execution.procs import RUN_ENV, RunProcess, end_run, leader
 from rke2_manager.execution.run_inputs import HostSpec, learned_host_keys, write_run_inputs
 from rke2_manager.execution.ssh import master_title, ssh_env
@@ -175,7 +175,7 @@ def run_playbook(
                 on_start(found)
         fact = interpret(event, spec.task_timeout)
         if fact is not None:
-            on_host(fact)
+            on_host(replace(fact, result=task_result(event)))
         stdout = event.get("stdout")
         if stdout:
             on_output(redact(str(stdout), secrets).splitlines())

@@ -10,7 +10,7 @@ with at any moment.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 READY_MARKER = "[rke2m] node ready"
@@ -35,6 +35,9 @@ Kind = Literal[
     "version",
 ]
 
+#: How a task ended on a host; ``ignored``: it failed, and its ``ignore_errors`` allowed that.
+Result = Literal["ok", "changed", "failed", "ignored", "skipped", "unreachable"]
+
 #: The setting that bounds every task (passed to Ansible as ``ANSIBLE_TASK_TIMEOUT``).
 TASK_TIMEOUT_SETTING = "RKE2M_TASK_TIMEOUT"
 
@@ -58,6 +61,8 @@ class HostEvent:
     """For ``started``: the name of the task the host has begun; for ``report``: the marker."""
     data: dict[str, Any] | None = None
     """For ``report``: the task's ``msg`` mapping (untrusted: it comes from the host)."""
+    result: Result | None = field(default=None, compare=False)
+    """For a task's end on the host: how it ended (:func:`task_result`)."""
 
 
 def host_key_changed(host: str, message: str) -> HostEvent:
@@ -200,6 +205,22 @@ def interpret(event: dict[str, Any], task_timeout: int | None = None) -> HostEve
         # SSH keep-alives end a session to a host that stalled mid-task: say which task
         during = f" (during task '{task}')" if task else ""
         return HostEvent(host, "unreachable", f"unreachable: {_message(result)}{during}")
+    return None
+
+
+def task_result(event: dict[str, Any]) -> Result | None:
+    """How the task of an ansible-runner event ended on its host; None if not a task's end."""
+    kind = event.get("event")
+    data = event.get("event_data") or {}
+    if kind == "runner_on_ok":
+        result = data.get("res")
+        return "changed" if isinstance(result, dict) and result.get("changed") else "ok"
+    if kind == "runner_on_failed":
+        return "ignored" if data.get("ignore_errors") else "failed"
+    if kind == "runner_on_skipped":
+        return "skipped"
+    if kind == "runner_on_unreachable":
+        return "unreachable"
     return None
 
 

@@ -15,6 +15,7 @@ from rke2_manager import metrics
 from rke2_manager.cluster_lock import release_cluster_lock
 from rke2_manager.config import Settings
 from rke2_manager.db import WriteSession
+from rke2_manager.jobs import events
 from rke2_manager.jobs.queue import cancel_successors, pass_on
 from rke2_manager.jobs.runner.nodestatus import Progress, settle_nodes
 from rke2_manager.jobs.upgrade import record_versions
@@ -65,6 +66,7 @@ def settle(
     written regardless, so a worker must check its fence before calling this (a job that lost
     its lock writes nothing). Returns the job that holds the lock afterwards, if any.
     """
+    targets = events.node_statuses(session, job.cluster_id, [t["hostname"] for t in job.targets])
     job.status, job.reason, job.finished_at = status, reason, utcnow()
     metrics.job_ended(session, job)
     succeeded = status == JobStatus.SUCCEEDED
@@ -72,6 +74,7 @@ def settle(
         stopped = reason if job.stop_status is not None or stopped_run else None
         settle_nodes(session, job.cluster_id, job.id, progress, succeeded, stopped)
     _explain_mid_change(session, job, reason)
+    events.record_node_changes(session, job, targets)
     if job.operation == Operation.UPGRADE:
         record_versions(session, job)
     if job.operation == Operation.INSTALL:

@@ -1,8 +1,9 @@
 """The storage border: a ``before_flush`` hook that masks secrets in the rows a session writes.
 
 Every new or changed Job (``reason``, ``stop_reason``, ``warnings``), Node (``status_reason``),
-JobLogLine (``text``) and AuditEntry (``detail``, recursively, and ``result``) has the secrets of
-its cluster (:func:`~rke2_manager.redaction.core.cluster_secrets`, which include the service's key
+JobLogLine (``text``), JobEvent (``data``, recursively) and AuditEntry (``detail``, recursively,
+and ``result``) has the secrets of its cluster
+(:func:`~rke2_manager.redaction.core.cluster_secrets`, which include the service's key
 material) replaced by ``********`` before it reaches the database. The cluster's secret columns
 are read without autoflush and the Redactors cached per session, keyed by those columns.
 """
@@ -18,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.base import NO_VALUE
 from sqlalchemy.orm.util import identity_key
 
-from rke2_manager.models import AuditEntry, Cluster, Job, JobLogLine, Node
+from rke2_manager.models import AuditEntry, Cluster, Job, JobEvent, JobLogLine, Node
 from rke2_manager.redaction.core import (
     Redactor,
     cluster_secrets,
@@ -112,6 +113,9 @@ def _redact_row(session: Session, box: SecretBox, row: Any) -> None:
     elif isinstance(row, JobLogLine):
         r = _cluster_redactor(session, box, _cluster_of_job(session, row.job_id))
         _set(row, "text", r.text, row.text)
+    elif isinstance(row, JobEvent):
+        r = _cluster_redactor(session, box, _cluster_of_job(session, row.job_id))
+        _set(row, "data", r.value, row.data)
     elif isinstance(row, AuditEntry):
         cid = row.cluster_id
         r = _cluster_redactor(session, box, cid or _cluster_of_job(session, row.job_id))

@@ -19,7 +19,8 @@ from rke2_manager.cluster_lock import holds_lock
 from rke2_manager.context import AppContext
 from rke2_manager.db import WriteSession, unavailable
 from rke2_manager.errors import LockLost
-from rke2_manager.models import Job, JobLogLine, JobStatus
+from rke2_manager.jobs import events
+from rke2_manager.models import Job, JobStatus
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +48,12 @@ class Fence:
 
 
 class LogWriter:
-    """Buffers output lines and stores them in batches (fenced), with the per-host progress
-    (``Job.progress``) when it changed."""
+    """Buffers output lines and run events and stores them in batches (fenced), in the order
+    they came (:mod:`rke2_manager.jobs.events`), with the per-host progress (``Job.progress``)
+    when it changed."""
 
     def __init__(self, fence: Fence) -> None:
-        self.fence, self.seq, self.buffer = fence, 0, list[str]()
+        self.fence, self.buffer = fence, list[events.Item]()
         self.last_flush = time.monotonic()
         self.progress: Any = None
         """The run's :class:`~rke2_manager.jobs.runner.nodestatus.Progress`, once there is one."""
@@ -60,8 +62,13 @@ class LogWriter:
 
     def write(self, lines: list[str]) -> None:
         with self._lock:
-            self.buffer.extend(lines)
+            self.buffer.extend(events.Item("log", {"text": text}) for text in lines)
         self.tick()
+
+    def event(self, kind: str, data: dict[str, Any]) -> None:
+        """Queue a run event (stored with the next batch, after the lines written before it)."""
+        with self._lock:
+            self.buffer.append(events.Item(kind, data))
 
     def tick(self) -> None:
         """Store what is waiting if the last batch is older than half a second."""
@@ -84,12 +91,9 @@ class LogWriter:
         if not self.buffer and not changed:
             return
         lines, self.buffer = self.buffer, []
-        seq = self.seq
         try:
             with self.fence.session() as session:
-                for text in lines:
-                    seq += 1
-                    session.add(JobLogLine(job_id=self.fence.claim.job_id, seq=seq, text=text))
+                events.store(session, self.fence.claim.job_id, lines)
                 if changed:
                     job = session.get(Job, self.fence.claim.job_id)
                     if job is not None:
@@ -112,7 +116,6 @@ class LogWriter:
                 )
             self.last_flush = time.monotonic()
             return
-        self.seq = seq
         if changed:
             progress.changed = False
         self.last_flush = time.monotonic()

@@ -33,8 +33,6 @@ class Progress:
     """Keys learned on first contact, to pin when the job ends: hostname -> key."""
     versions: dict[str, str] = field(default_factory=dict)
     """The RKE2 version each target reported running (upgrade), recorded when the job ends."""
-    upgrading: set[str] = field(default_factory=set)
-    """Targets an upgrade reached (marked UPGRADING): a failure after that fails the node."""
     current: dict[str, str] = field(default_factory=dict)
     """The task each host of the run (target or not) has started and not yet ended:
     hostname -> task name. What is left here when the run ends was cut off mid-task."""
@@ -80,11 +78,15 @@ def accept_hint(cluster_id: int, hostname: str) -> str:
     )
 
 
-def on_host(fence: Fence, progress: Progress, fact: HostEvent) -> None:
-    """Follow a host fact: failures and milestones are written at once (fenced)."""
+def on_host(fence: Fence, progress: Progress, fact: HostEvent) -> tuple[str, str | None] | None:
+    """Follow a host fact: failures and milestones are written at once (fenced).
+
+    Returns the target's new status and reason if the fact changed them (``REMOVED``: its
+    node was deleted), else None.
+    """
     progress.follow(fact)
     if fact.host not in progress.before:
-        return
+        return None
     progress.touched.add(fact.host)
     offered = None
     if fact.kind == "host_key_changed" and fact.host not in progress.failed:
@@ -101,13 +103,12 @@ def on_host(fence: Fence, progress: Progress, fact: HostEvent) -> None:
             progress.versions[fact.host] = str(fact.reason)
         return None
     elif fact.kind == "upgrading" and fact.host not in progress.failed:
-        progress.upgrading.add(fact.host)
         status, reason = NodeStatus.UPGRADING, None
     elif fact.kind in ("ready", "removed") and fact.host not in progress.done:
         progress.done.add(fact.host)
         status, reason = NodeStatus.ACTIVE, None
     else:
-        return
+        return None
     try:
         with fence.session() as session:
             for node in _nodes(session, fence.claim.cluster_id, {fact.host}):
@@ -128,6 +129,7 @@ def on_host(fence: Fence, progress: Progress, fact: HostEvent) -> None:
             status,
             type(exc).__name__,
         )
+    return ("REMOVED" if fact.kind == "removed" else status), reason
 
 
 def pin_host_keys(session: WriteSession, cluster_id: int, learned: dict[str, str]) -> list[str]:
@@ -189,18 +191,14 @@ def _settle_upgraded(
     stopped: str | None,
 ) -> None:
     """An upgrade's targets at its end: the versions they reported; ``ACTIVE`` once past their
-    gates, ``FAILED`` where a step or gate failed or the run ended mid-upgrade; the rest as they
-    were (a rollout that stopped leaves the nodes after the failed one untouched, and a node
-    that failed before its turn — the survey, G5 on the node — was not changed: the job's
-    reason says why)."""
+    gates, ``FAILED`` where a gate failed or the run ended mid-upgrade; the rest as they were
+    (a rollout that stopped leaves the nodes after the failed one untouched)."""
     for node in _nodes(session, cluster_id, set(progress.before)):
         name = node.hostname
         if name in progress.versions:
             node.rke2_version = progress.versions[name]
-        if name in progress.failed and name in progress.upgrading:
+        if name in progress.failed:
             node.status, node.status_reason = NodeStatus.FAILED, progress.failed[name]
-        elif name in progress.failed:
-            node.status, node.status_reason = progress.before[name], None
         elif name in progress.done:
             node.status, node.status_reason = NodeStatus.ACTIVE, None
         elif node.status == NodeStatus.UPGRADING:

@@ -17,6 +17,7 @@ from rke2_manager.db import unavailable
 from rke2_manager.errors import LockLost
 from rke2_manager.execution.ansible_service import run_playbook
 from rke2_manager.execution.events import HostEvent
+from rke2_manager.jobs import events
 from rke2_manager.jobs.runner.fencing import Claim, Fence, LogWriter, StopSignal
 from rke2_manager.jobs.runner.nodestatus import Progress, on_host
 from rke2_manager.jobs.runner.spec import prepare, record_start
@@ -102,12 +103,13 @@ def execute(ctx: AppContext, claim: Claim, stop: StopSignal) -> None:
         logw.progress = tracked = progress
 
         def host_fact(fact: HostEvent) -> None:
+            task_event(logw, tracked, fact)
             if stop.is_set():
                 tracked.follow(fact)
                 if fact.kind in ("failed", "unreachable") and fact.reason:
                     late.setdefault(fact.host, fact.reason)
-            else:
-                on_host(fence, tracked, fact)
+            elif (change := on_host(fence, tracked, fact)) is not None:
+                logw.event(events.NODE, events.node_item(fact.host, *change).data)
             logw.tick()
 
         outcome = run_playbook(
@@ -142,6 +144,22 @@ def execute(ctx: AppContext, claim: Claim, stop: StopSignal) -> None:
         stopped = stop.is_set()
         if not lost and not _finish_safely(ctx, claim, progress, status, reason, logw, stopped):
             _log_lost(claim, progress, late)
+
+
+def task_event(logw: LogWriter, progress: Progress, fact: HostEvent) -> None:
+    """Queue the ``task_start``/``task_end`` event a host fact stands for (before
+    :meth:`Progress.follow` forgets the task a host was in)."""
+    if fact.kind == "started":
+        logw.event(events.TASK_START, {"host": fact.host, "task": fact.task or ""})
+    elif fact.result is not None:
+        data: dict[str, str | None] = {
+            "host": fact.host,
+            "task": progress.current.get(fact.host, fact.task or ""),
+            "result": fact.result,
+        }
+        if fact.result in ("failed", "unreachable"):
+            data["reason"] = fact.reason
+        logw.event(events.TASK_END, data)
 
 
 def _log_lost(claim: Claim, progress: Progress | None, late: dict[str, str]) -> None:

@@ -16,6 +16,7 @@ from rke2_manager.context import AppContext
 from rke2_manager.db import unavailable
 from rke2_manager.execution.ansible_service import HostSpec, RunSpec, runs_dir
 from rke2_manager.execution.procs import RunProcess, new_tag
+from rke2_manager.jobs import events
 from rke2_manager.jobs.runner.fencing import Fence
 from rke2_manager.jobs.runner.nodestatus import Progress
 from rke2_manager.jobs.upgrade import run_vars as upgrade_vars
@@ -77,6 +78,7 @@ def prepare(ctx: AppContext, fence: Fence) -> tuple[RunSpec, Progress]:
             # an upgrade marks each node UPGRADING only when the run reaches it
             if node.hostname in names and operation != Operation.UPGRADE:
                 node.status, node.status_reason = mark, None
+        events.record_node_changes(session, job, dict(progress.before))
         if operation == Operation.INSTALL:
             cluster.stage = ClusterStage.INSTALLING
         # recorded before anything starts: whoever finds this job orphaned ends its processes
