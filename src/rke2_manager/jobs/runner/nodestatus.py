@@ -46,12 +46,17 @@ class Progress:
     reports: list[HostEvent] = field(default_factory=list)
     """What the run reported for the manager to record when the job ends (snapshots saved,
     snapshot lists), from any host, in order; kept also after a stop (it happened)."""
+    others_failed: dict[str, str] = field(default_factory=dict)
+    """Hosts that are not targets and failed in a play of their own (e.g. the server that
+    saves the snapshot before a removal): hostname -> reason, for the job's reason."""
 
     def follow(self, fact: HostEvent) -> None:
         """Keep :attr:`current`, :attr:`hosts` and :attr:`reports` up to date with ``fact``
         (any host's)."""
         if fact.kind == "report":
             self.reports.append(fact)
+        elif fact.kind in ("failed", "unreachable") and fact.host not in self.before:
+            self.others_failed.setdefault(fact.host, fact.reason or fact.kind)
         entry = self.hosts.setdefault(fact.host, {"task": None, "last": None, "since": None})
         if fact.kind == "started":
             self.current[fact.host] = fact.task or ""

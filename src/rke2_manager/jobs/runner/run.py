@@ -66,9 +66,11 @@ def _outcome_reason(status: str, rc: int | None, progress: Progress, timeout: in
         # said first and as it is: an operator must see this before any knock-on failure
         return next(iter(progress.host_key_changed.values()))
     failed = ""
-    if progress.failed:
-        host, why = next(iter(progress.failed.items()))
-        more = len(progress.failed) - 1
+    # a target's failure first; else one of a host the run works through
+    failures = progress.failed or progress.others_failed
+    if failures:
+        host, why = next(iter(failures.items()))
+        more = len(failures) - 1
         failed = f"{host}: {why}" + (f" (and {more} more host(s) failed)" if more else "")
     if status == "timeout":
         reason = f"playbook did not finish within {timeout}s (RKE2M_JOB_TIMEOUT)"
