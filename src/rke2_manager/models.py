@@ -99,6 +99,7 @@ class Operation(enum.StrEnum):
     SNAPSHOT_DELETE = "snapshot_delete"
     RESTORE = "restore"
     FORGET_NODE = "forget_node"
+    PREFLIGHT = "preflight"
 
     @property
     def removes(self) -> bool:
@@ -267,6 +268,9 @@ class Job(Base):
     snapshot: Mapped[str | None] = mapped_column(String(255))
     """The etcd snapshot the job saved (a save, the automatic one before a server removal or
     an upgrade) or restored, by its full name as RKE2 lists it."""
+    preflight: Mapped[dict[str, Any] | None]
+    """The preflight results of the job's run (preflight, install, scale add), per host:
+    ``{"m1": [{"check", "result", "message", "fix", "skipped"}, ...]}``; null if none ran."""
 
 
 class SnapshotList(Base):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -182,3 +183,58 @@ def test_etcd_api_and_node_finalizers(lab_factory: LabFactory, rke2_artifact: Pa
     assert res.ok and res.stdout == 'node "m2" deleted\n'
     assert set(cluster.node_status(lab, "m1")) == {"m1"}
     assert cluster.etcd_members(lab, "m1") == {"m1": ips["m1"]}
+
+
+SNAPSHOTS = "/var/lib/rancher/rke2/server/db/snapshots"
+
+
+def test_etcd_snapshot_save_ls_delete(lab_factory: LabFactory, rke2_artifact: Path) -> None:
+    lab = lab_factory(["m1", "m2"])
+    start_cluster(lab, rke2_artifact, ["m1", "m2"], [])
+
+    save = lab.run("m2", "rke2 etcd-snapshot save --name pre-upgrade", timeout=60)
+    assert save.ok, save.stderr
+    found = re.search(r'level=info msg="Snapshot (pre-upgrade-m2-(\d+)) saved\."', save.stderr)
+    assert found, save.stderr
+    name = found.group(1)
+    listed = lab.run("m2", f"stat -c '%a %s' {SNAPSHOTS} {SNAPSHOTS}/{name}", check=True)
+    assert listed.stdout.split()[0] == "700" and listed.stdout.split()[2] == "600"
+    size = int(listed.stdout.split()[3])
+    content = json.loads(lab.run("m2", f"cat {SNAPSHOTS}/{name}", check=True).stdout)
+    assert set(content["state"]["nodes"]) == {"m1", "m2"}
+    assert set(content["state"]["members"]) == {"m1", "m2"}
+    # a snapshot lives on the server that took it
+    assert lab.run("m1", f"ls {SNAPSHOTS} 2>/dev/null | wc -l").stdout.strip() == "0"
+
+    default = lab.run("m2", "rke2 etcd-snapshot save", timeout=60)
+    assert re.search(r"Snapshot on-demand-m2-\d+ saved\.", default.stderr), default.stderr
+    table = lab.run("m2", "rke2 etcd-snapshot ls", check=True).stdout.splitlines()
+    assert table[0].split() == ["Name", "Location", "Size", "Created"]
+    row = next(line.split() for line in table if line.startswith(name))
+    assert row[1:3] == [f"file://{SNAPSHOTS}/{name}", str(size)]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", row[3])
+    assert table[0].index("Location") == table[1].index("file://")  # tabwriter columns
+    items = json.loads(lab.run("m2", "rke2 etcd-snapshot list -o json", check=True).stdout)
+    assert items["kind"] == "List" and len(items["items"]) == 2
+    spec = next(i["spec"] for i in items["items"] if i["spec"]["snapshotName"] == name)
+    assert spec == {
+        "snapshotName": name,
+        "nodeName": "m2",
+        "location": f"file://{SNAPSHOTS}/{name}",
+    }
+    bad = lab.run("m2", "rke2 etcd-snapshot ls -o xml")
+    assert bad.rc == 1 and 'msg="Error: invalid output format: xml"' in bad.stderr
+
+    deleted = lab.run("m2", f"rke2 etcd-snapshot delete {name} nosuch-m2-1", timeout=60)
+    assert deleted.ok
+    assert f'msg="Snapshot {name} deleted."' in deleted.stderr
+    assert 'level=warning msg="Snapshot nosuch-m2-1 not found."' in deleted.stderr
+    assert not lab.run("m2", f"test -e {SNAPSHOTS}/{name}").ok
+    traversal = lab.run("m2", "rke2 etcd-snapshot delete ../token")
+    assert traversal.rc == 1 and "path traversal not allowed" in traversal.stderr
+    assert lab.run("m2", "test -s /var/lib/rancher/rke2/server/token").ok
+
+    # the command needs the running server
+    assert lab.run("m2", "systemctl stop rke2-server").ok
+    down = lab.run("m2", "rke2 etcd-snapshot save")
+    assert down.rc == 1 and 'level=fatal msg="Error: see server log for details' in down.stderr

@@ -33,6 +33,8 @@ class Progress:
     """Keys learned on first contact, to pin when the job ends: hostname -> key."""
     versions: dict[str, str] = field(default_factory=dict)
     """The RKE2 version each target reported running (upgrade), recorded when the job ends."""
+    upgrading: set[str] = field(default_factory=set)
+    """Targets an upgrade reached (marked UPGRADING): a failure after that fails the node."""
     current: dict[str, str] = field(default_factory=dict)
     """The task each host of the run (target or not) has started and not yet ended:
     hostname -> task name. What is left here when the run ends was cut off mid-task."""
@@ -108,6 +110,7 @@ def on_host(fence: Fence, progress: Progress, fact: HostEvent) -> tuple[str, str
             progress.versions[fact.host] = str(fact.reason)
         return None
     elif fact.kind == "upgrading" and fact.host not in progress.failed:
+        progress.upgrading.add(fact.host)
         status, reason = NodeStatus.UPGRADING, None
     elif fact.kind in ("ready", "removed") and fact.host not in progress.done:
         progress.done.add(fact.host)
@@ -196,14 +199,18 @@ def _settle_upgraded(
     stopped: str | None,
 ) -> None:
     """An upgrade's targets at its end: the versions they reported; ``ACTIVE`` once past their
-    gates, ``FAILED`` where a gate failed or the run ended mid-upgrade; the rest as they were
-    (a rollout that stopped leaves the nodes after the failed one untouched)."""
+    gates, ``FAILED`` where a step or gate failed or the run ended mid-upgrade; the rest as they
+    were (a rollout that stopped leaves the nodes after the failed one untouched, and a node
+    that failed before its turn — the survey, G5 on the node — was not changed: the job's
+    reason says why)."""
     for node in _nodes(session, cluster_id, set(progress.before)):
         name = node.hostname
         if name in progress.versions:
             node.rke2_version = progress.versions[name]
-        if name in progress.failed:
+        if name in progress.failed and name in progress.upgrading:
             node.status, node.status_reason = NodeStatus.FAILED, progress.failed[name]
+        elif name in progress.failed:
+            node.status, node.status_reason = progress.before[name], None
         elif name in progress.done:
             node.status, node.status_reason = NodeStatus.ACTIVE, None
         elif node.status == NodeStatus.UPGRADING:

@@ -1,6 +1,8 @@
 // The job page: the per-host progress grid and the log, kept live until the job ends.
-// Follows GET /api/jobs/{id} (status, per-host progress), the cluster's node statuses and the
-// log's new lines (GET /api/jobs/{id}/log?after=N), once a second.
+// With the API's live events (GET /api/jobs/{id}/events, docs/events.md) it follows them through
+// EventSource: task start/end per host (with ok/changed/failed counts), node statuses, log lines,
+// the end. Without them (or when the stream is refused) it polls once a second:
+// GET /api/jobs/{id} (status, per-host progress), the cluster's nodes and the log's new lines.
 "use strict";
 (function () {
   var R = RKE2M;
@@ -100,5 +102,62 @@
     if (!done || (job.ok && FINAL.indexOf(job.data.status) < 0)) { setTimeout(tick, 1000); }
   }
 
-  document.addEventListener("DOMContentLoaded", tick);
+  function setNode(host, status) {
+    var td = row(host).querySelector("td.status");
+    if (td.textContent !== status) { td.replaceChildren(R.el("span", "badge node-" + status.toLowerCase(), status)); }
+  }
+
+  var counts = {};
+  function count(host, result) {
+    var c = counts[host] = counts[host] || { ok: 0, changed: 0, failed: 0 };
+    if (result === "failed" || result === "unreachable") { c.failed += 1; }
+    else if (result === "changed") { c.changed += 1; }
+    else if (result === "ok") { c.ok += 1; }
+    set(row(host), "counts", c.ok + " / " + c.changed + " / " + c.failed);
+  }
+
+  function follow() {  // the live events; polling if the stream is refused
+    var source = new EventSource("/api/jobs/" + id + "/events");
+    var data = function (e) { return JSON.parse(e.data); };
+    logState.textContent = "Following the job's live events…";
+    source.addEventListener("job", function (e) { applyJob(data(e)); });
+    source.addEventListener("node", function (e) { var d = data(e); setNode(d.hostname, d.status); });
+    source.addEventListener("task_start", function (e) {
+      var d = data(e), tr = row(d.host);
+      set(tr, "task", d.task);
+      set(tr, "since", age(d.at)).dataset.since = d.at || "";
+    });
+    source.addEventListener("task_end", function (e) {
+      var d = data(e), tr = row(d.host);
+      set(tr, "task", "");
+      set(tr, "last", d.task + " (" + d.result + ")");
+      count(d.host, d.result);
+    });
+    source.addEventListener("log", function (e) {
+      var stick = logBox.scrollTop + logBox.clientHeight >= logBox.scrollHeight - 4;
+      logBox.appendChild(document.createTextNode(data(e).text + "\n"));
+      if (stick) { logBox.scrollTop = logBox.scrollHeight; }
+    });
+    source.addEventListener("end", function (e) {
+      var d = data(e);
+      source.close();
+      logState.textContent = "The job has ended.";
+      R.api("GET", "/api/jobs/" + id).then(function (res) { if (res.ok) { applyJob(res.data); } });
+      R.api("GET", "/api/clusters/" + cid).then(function (res) { if (res.ok) { applyNodes(res.data); } });
+      document.getElementById("job-status").textContent = d.status;
+    });
+    source.onerror = function () {
+      if (source.readyState === EventSource.CLOSED) {  // refused (e.g. 401, 503): poll instead
+        logBox.replaceChildren();
+        after = 0;
+        tick();
+      }
+    };
+  }
+
+  setInterval(function () {  // keep the "since" ages current
+    grid.querySelectorAll("td.since").forEach(function (td) { td.textContent = age(td.dataset.since); });
+  }, 1000);
+
+  document.addEventListener("DOMContentLoaded", page.dataset.events === "true" ? follow : tick);
 })();

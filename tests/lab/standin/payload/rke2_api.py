@@ -84,6 +84,9 @@ class SupervisorHandler(Handler):
             if self.authorized(roles):
                 status, answer = self.app.handle_join(body)
                 self.reply(status, answer)
+        elif path == "/db/snapshot":
+            if self.authorized({"server"}):
+                self.reply(*self.app.handle_snapshot(self.body() or {}))
         elif path == "/v1-rke2/standin/sync":
             if self.authorized({"server"}):
                 if self.app.handle_sync(self.body()):

@@ -37,9 +37,14 @@ def main(argv: list[str]) -> int:
         print_version()
         return 0
     cmd, rest = argv[0], argv[1:]
+    if cmd == "etcd-snapshot":
+        import rke2_snapshot
+
+        return rke2_snapshot.main(rest)
     if cmd not in ("server", "agent"):
         print(
-            f'Incorrect Usage: unknown command "{cmd}" (stand-in rke2: server, agent)',
+            f'Incorrect Usage: unknown command "{cmd}" (stand-in rke2: server, agent, '
+            "etcd-snapshot)",
             file=sys.stderr,
         )
         return 1

@@ -15,6 +15,7 @@ import rke2_net
 import rke2_node
 import rke2_pki
 import rke2_requests
+import rke2_snapshot
 from rke2_api import ApiHandler, SupervisorHandler
 from rke2_cluster import STATE_FILE, Store, new_node
 from rke2_etcd_api import EtcdHandler
@@ -231,6 +232,9 @@ class Server:
 
     def change_node(self, name: str, patch: dict[str, Any] | None) -> dict[str, Any]:
         return rke2_requests.change_node(self, name, patch)
+
+    def handle_snapshot(self, req: dict[str, Any]) -> tuple[int, Any]:
+        return rke2_snapshot.handle(self, req)
 
 
 KUBECONFIG_TEMPLATE = """\
