@@ -238,3 +238,52 @@ def test_etcd_snapshot_save_ls_delete(lab_factory: LabFactory, rke2_artifact: Pa
     assert lab.run("m2", "systemctl stop rke2-server").ok
     down = lab.run("m2", "rke2 etcd-snapshot save")
     assert down.rc == 1 and 'level=fatal msg="Error: see server log for details' in down.stderr
+
+
+def test_configmaps_live_in_the_replicated_state(
+    lab_factory: LabFactory, rke2_artifact: Path
+) -> None:
+    lab = lab_factory(["m1", "m2"])
+    start_cluster(lab, rke2_artifact, ["m1", "m2"], [])
+    create = "create configmap marker -n kube-system --from-literal=k=v --from-literal a=b=c"
+    res = cluster.kubectl(lab, "m1", create)
+    assert res.ok and res.stdout == "configmap/marker created\n", res.stderr
+    again = cluster.kubectl(lab, "m1", create)
+    assert again.rc == 1
+    assert again.stderr == 'error: failed to create configmap: configmaps "marker" already exists\n'
+
+    # on the other server too, in every shape
+    got = cluster.kubectl(lab, "m2", "get configmap marker -n kube-system -o name")
+    assert got.stdout == "configmap/marker\n"
+    obj = json.loads(
+        cluster.kubectl(lab, "m2", "get configmap marker -n kube-system -o json").stdout
+    )
+    assert obj["metadata"]["name"] == "marker" and obj["metadata"]["namespace"] == "kube-system"
+    assert obj["data"] == {"k": "v", "a": "b=c"}
+    jp = cluster.kubectl(lab, "m2", "get cm marker -n kube-system -o jsonpath={.data.k}")
+    assert jp.stdout == "v"
+    table = cluster.kubectl(lab, "m2", "get configmaps -n kube-system").stdout.splitlines()
+    assert table[0].split() == ["NAME", "DATA", "AGE"] and table[1].split()[:2] == ["marker", "2"]
+    state = json.loads(lab.run("m2", f"cat {cluster.STATE_FILE}", check=True).stdout)
+    assert state["configmaps"]["kube-system/marker"]["data"] == {"k": "v", "a": "b=c"}
+
+    # namespaces and names that do not exist
+    missing = cluster.kubectl(lab, "m1", "get configmap marker -o name")
+    assert missing.rc == 1
+    assert missing.stderr == 'Error from server (NotFound): configmaps "marker" not found\n'
+    nons = cluster.kubectl(lab, "m1", "create configmap x -n nowhere --from-literal=k=v")
+    assert nons.stderr == 'error: failed to create configmap: namespaces "nowhere" not found\n'
+    bad = cluster.kubectl(lab, "m1", "create configmap x --from-literal=novalue")
+    assert bad.stderr == "error: invalid literal source novalue, expected key=value\n"
+    empty = cluster.kubectl(lab, "m1", "get configmaps")
+    assert empty.ok and empty.stderr == "No resources found in default namespace.\n"
+
+    # a write needs quorum; delete
+    lab.link_down("m2")
+    res = cluster.kubectl(lab, "m1", "delete configmap marker -n kube-system")
+    assert res.rc == 1 and "quorum" in res.stderr
+    lab.link_up("m2")
+    res = cluster.kubectl(lab, "m1", "delete configmap marker -n kube-system")
+    assert res.ok and res.stdout == 'configmap "marker" deleted\n'
+    gone = cluster.kubectl(lab, "m2", "get configmap marker -n kube-system")
+    assert gone.rc == 1 and "NotFound" in gone.stderr

@@ -7,16 +7,18 @@ cluster-info. Talks to the stand-in API on 6443 with the kubeconfig's client cer
 
 from __future__ import annotations
 
-import calendar
 import json
 import sys
 import time
 from typing import Any
 
 import kubectl_client as kc
+import kubectl_configmap
 import kubectl_jsonpath
+from kubectl_print import age, table
 
 VALUE_FLAGS = {
+    "from-literal",
     "kubeconfig",
     "output",
     "o",
@@ -52,18 +54,6 @@ def parse(argv: list[str]) -> tuple[list[str], dict[str, str]]:
     return words, opts
 
 
-def age(created: str) -> str:
-    """kubectl's human-readable age of a creationTimestamp."""
-    secs = max(0, int(time.time() - calendar.timegm(time.strptime(created, "%Y-%m-%dT%H:%M:%SZ"))))
-    if secs < 120:
-        return f"{secs}s"
-    if secs < 600:
-        return f"{secs // 60}m{secs % 60}s" if secs % 60 else f"{secs // 60}m"
-    if secs < 3 * 3600:
-        return f"{secs // 60}m"
-    return f"{secs // 3600}h" if secs < 48 * 3600 else f"{secs // 86400}d"
-
-
 def matches(node: dict[str, Any], selector: str) -> bool:
     labels = node["metadata"]["labels"]
     for term in filter(None, (t.strip() for t in selector.split(","))):
@@ -93,14 +83,6 @@ def roles(node: dict[str, Any]) -> str:
     prefix = "node-role.kubernetes.io/"
     found = sorted(k[len(prefix) :] for k in node["metadata"]["labels"] if k.startswith(prefix))
     return ",".join(found) or "<none>"
-
-
-def table(rows: list[list[str]], headers: bool) -> str:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    body = rows if headers else rows[1:]
-    return "\n".join(
-        "   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in body
-    )
 
 
 def print_nodes(nodes: list[dict[str, Any]], single: bool, opts: dict[str, str]) -> None:
@@ -269,6 +251,8 @@ def main(argv: list[str]) -> int:
             for name in node_names(rest):
                 print(cordon(api, name, verb == "cordon"))
             return 0
+        if kubectl_configmap.applies(verb, rest):
+            return kubectl_configmap.run(api, verb, rest, opts, argv)
         commands = {"get": cmd_get, "wait": cmd_wait, "drain": cmd_drain, "delete": cmd_delete}
         if verb not in commands:
             print(f'error: unknown command "{verb}" for "kubectl" (stand-in)', file=sys.stderr)

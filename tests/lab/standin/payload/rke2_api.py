@@ -9,6 +9,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import rke2_configmaps
 import rke2_members
 import rke2_net
 from rke2_cluster import NoQuorum
@@ -110,7 +111,23 @@ class SupervisorHandler(Handler):
 class ApiHandler(Handler):
     """Port 6443: the part of the Kubernetes API the stand-in kubectl uses (client certs)."""
 
+    def objects(self, method: str) -> bool:
+        """Namespaced objects (ConfigMaps, rke2_configmaps); False if path is not one."""
+        path = urlsplit(self.path).path.rstrip("/")
+        if not path.startswith("/api/v1/namespaces/"):
+            return False
+        body = self.body() if method == "POST" else None
+        parts = path[len("/api/v1/namespaces/") :].split("/")
+        self.reply(*rke2_configmaps.serve(self.app, method, parts, body))
+        return True
+
+    def do_POST(self) -> None:
+        if not self.objects("POST"):
+            self.status_error(405, "MethodNotAllowed", "not supported by the stand-in")
+
     def do_GET(self) -> None:
+        if self.objects("GET"):
+            return
         url = urlsplit(self.path)
         path = url.path.rstrip("/")
         if path in ("/readyz", "/livez", "/healthz"):
@@ -163,6 +180,8 @@ class ApiHandler(Handler):
         self.mutate(urlsplit(self.path).path, self.body() or {})
 
     def do_DELETE(self) -> None:
+        if self.objects("DELETE"):
+            return
         self.mutate(urlsplit(self.path).path, None)
 
     def mutate(self, path: str, patch: dict[str, Any] | None) -> None:
