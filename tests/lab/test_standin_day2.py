@@ -287,3 +287,81 @@ def test_configmaps_live_in_the_replicated_state(
     assert res.ok and res.stdout == 'configmap "marker" deleted\n'
     gone = cluster.kubectl(lab, "m2", "get configmap marker -n kube-system")
     assert gone.rc == 1 and "NotFound" in gone.stderr
+
+
+RESET_DONE = (
+    "Managed etcd cluster membership has been reset, restart without --cluster-reset flag now. "
+    "Backup and delete ${datadir}/server/db on each peer etcd server and rejoin the nodes"
+)
+DB = "/var/lib/rancher/rke2/server/db"
+
+
+def test_restore_a_snapshot_with_cluster_reset(
+    lab_factory: LabFactory, rke2_artifact: Path
+) -> None:
+    lab = lab_factory(["m1", "m2", "m3", "w1"])
+    start_cluster(lab, rke2_artifact, ["m1", "m2", "m3"], ["w1"])
+    _, before = cluster.etcd_call(lab, "m1", "/v3/cluster/member/list", {})
+    old_names = {m["name"] for m in before["members"]}
+    assert cluster.kubectl(lab, "m1", "create configmap kept --from-literal=k=v").ok
+    save = lab.run("m1", "rke2 etcd-snapshot save --name pre", timeout=60)
+    snap = f"{SNAPSHOTS}/" + re.search(r"Snapshot (\S+) saved", save.stderr).group(1)  # type: ignore[union-attr]
+    assert cluster.kubectl(lab, "m1", "create configmap later --from-literal=k=v").ok
+    assert cluster.kubectl(lab, "m1", "delete configmap kept").ok
+    for m in ("m1", "m2", "m3"):
+        assert lab.run(m, "systemctl stop rke2-server").ok
+
+    # wrong paths fail loudly and change nothing
+    reset = "rke2 server --cluster-reset --cluster-reset-restore-path="
+    res = lab.run("m1", reset + "/root/nosuch", timeout=60)
+    assert res.rc == 1
+    assert (
+        'level=fatal msg="starting kubernetes: preparing server: start managed database: '
+        'etcd: snapshot path does not exist: /root/nosuch"' in res.stderr
+    )
+    assert lab.run("m1", reset + SNAPSHOTS, timeout=60).stderr.count("must be a file") == 1
+    assert not lab.run("m1", f"test -e {DB}/reset-flag").ok
+
+    # the restore: data from the snapshot, membership this server alone, reset-flag, exit 0
+    res = lab.run("m1", reset + snap, timeout=60)
+    assert res.ok and RESET_DONE in res.stderr, res.stderr
+    files = lab.run("m1", f"stat -c %a {DB}/reset-flag; ls -d {DB}/etcd-old-*", check=True)
+    assert files.stdout.splitlines()[0] == "600"
+    again = lab.run("m1", "rke2 server --cluster-reset", timeout=60)
+    assert again.rc == 1 and "Managed etcd cluster membership was previously reset" in again.stderr
+    assert f"manually delete the file at {DB}/reset-flag" in again.stderr
+    assert cluster.start(lab, "m1").ok
+    assert not lab.run("m1", f"test -e {DB}/reset-flag").ok
+    assert cluster.kubectl(lab, "m1", "get configmap kept -o name").stdout == "configmap/kept\n"
+    assert cluster.kubectl(lab, "m1", "get configmap later").rc == 1
+    _, after = cluster.etcd_call(lab, "m1", "/v3/cluster/member/list", {})
+    assert [m["name"].rsplit("-", 1)[0] for m in after["members"]] == ["m1"]
+    assert after["members"][0]["name"] not in old_names
+    assert after["header"]["cluster_id"] != before["header"]["cluster_id"]
+    assert set(cluster.node_status(lab, "m1")) == {"m1", "m2", "m3", "w1"}
+
+    # a server started on its old data does not rejoin: its start never completes
+    assert lab.run("m2", "systemctl start --no-block rke2-server").ok
+    cluster.wait_for(
+        "m2 to be refused",
+        lambda: "request cluster ID mismatch" in lab.run("m2", "journalctl -u rke2-server").stdout,
+    )
+    assert lab.run("m2", "systemctl is-active rke2-server").stdout.strip() == "activating"
+    assert member_names(lab, "m1") == ["m1"]
+    assert lab.run("m2", "systemctl stop rke2-server").ok
+
+    # wiped servers join as new members and see the restored data
+    for m in ("m2", "m3"):
+        assert lab.run(m, f"rm -rf {DB}").ok
+        assert cluster.start(lab, m).ok, m
+    assert member_names(lab, "m3") == ["m1", "m2", "m3"]
+    _, rejoined = cluster.etcd_call(lab, "m1", "/v3/cluster/member/list", {})
+    assert not {m["name"] for m in rejoined["members"]} & old_names
+    assert cluster.kubectl(lab, "m3", "get configmap kept -o name").stdout == "configmap/kept\n"
+    assert cluster.node_status(lab, "m2") == {
+        "m1": "Ready",
+        "m2": "Ready",
+        "m3": "Ready",
+        "w1": "Ready",
+    }
+    assert cluster.etcd_call(lab, "m2", "/health") == (200, {"health": "true", "reason": ""})

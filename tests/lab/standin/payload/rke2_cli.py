@@ -61,6 +61,10 @@ def main(argv: list[str]) -> int:
             file=sys.stderr,
         )
         return 1
+    if cmd == "server" and cfg.get("cluster-reset") is True:
+        import rke2_reset
+
+        return rke2_reset.run(cfg)
     if cmd == "server":
         from rke2_server import Server
 

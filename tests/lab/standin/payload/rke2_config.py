@@ -13,7 +13,18 @@ from typing import Any
 
 CONFIG_FILE = Path("/etc/rancher/rke2/config.yaml")
 # Keys the stand-in acts on; anything else is accepted and warned about.
-HONOURED = {"token", "server", "tls-san", "node-name", "node-ip", "write-kubeconfig-mode"}
+HONOURED = {
+    "token",
+    "server",
+    "tls-san",
+    "node-name",
+    "node-ip",
+    "write-kubeconfig-mode",
+    "cluster-reset",
+    "cluster-reset-restore-path",
+}
+#: Flags that take no value on the command line (``--cluster-reset``).
+BOOL_FLAGS = {"cluster-reset", "debug"}
 
 
 def scalar(text: str) -> Any:
@@ -105,7 +116,10 @@ def load(argv: list[str]) -> dict[str, Any]:
     for arg in it:
         if arg.startswith("--"):
             key, eq, value = arg[2:].partition("=")
-            cfg[key] = value if eq else next(it, "")
+            if key in BOOL_FLAGS:
+                cfg[key] = scalar(value) if eq else True
+            else:
+                cfg[key] = value if eq else next(it, "")
     for key in sorted(set(cfg) - HONOURED):
         print(f'level=warning msg="stand-in rke2: ignoring config key {key!r}"', file=sys.stderr)
     if isinstance(cfg.get("tls-san"), str):
