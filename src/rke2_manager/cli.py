@@ -1,4 +1,5 @@
-"""The ``rke2-manager`` command: serve, worker, migrate, token."""
+"""The ``rke2-manager`` command: serve, worker, migrate, token (server side, on the database);
+the API client's commands (apply, cluster, job, …) come from :mod:`rke2_manager.client`."""
 
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from rke2_manager.client.commands import register as register_client
 from rke2_manager.config import get_settings
 from rke2_manager.datadir import prepare_data_dir
 from rke2_manager.tokens import cli as token_cli
 
 app = typer.Typer(help="Install and scale RKE2 clusters over SSH, one safe operation at a time.")
 app.add_typer(token_cli.app, name="token")
+register_client(app)  # apply, cluster, node, job, logs, …: the API client (docs/cli.md)
 console = Console(stderr=True)
 
 
