@@ -163,13 +163,16 @@ def start_install(
     cluster_id: int,
     actor: str,
     on_busy: OnBusy = "reject",
+    skip_preflight: Sequence[str] = (),
 ) -> Accepted:
-    """Install (or re-run the install of) every node of the cluster.
+    """Install (or re-run the install of) every node of the cluster; its preflight checks
+    run first, and a failed one not named in ``skip_preflight`` stops it before any change.
 
     Raises NotFound, ClusterBusy (409, unless queued), GuardrailViolation without initial master.
     """
     cluster = lock_cluster_row(session, cluster_id)
-    return _start(session, settings, cluster, [InstallRequest()], actor, on_busy, None)
+    request = InstallRequest(tuple(skip_preflight))
+    return _start(session, settings, cluster, [request], actor, on_busy, None)
 
 
 def start_scale_add(
@@ -181,9 +184,11 @@ def start_scale_add(
     probe: ProbeResult | None,
     prober: Prober,
     on_busy: OnBusy = "reject",
+    skip_preflight: Sequence[str] = (),
 ) -> Accepted:
     """Add nodes: G1 (bootstrap), G4 (identity), G3 (servers' job first, agents' job waits).
 
+    The new nodes' preflight checks run first (``skip_preflight`` as for install).
     ``probe`` is the supervisor probe done before the transaction (so no network wait happens
     while the row is locked); it is redone with ``prober`` only if the target changed meanwhile.
     Raises NotFound, ClusterBusy (409), GuardrailViolation (400).
@@ -198,7 +203,7 @@ def start_scale_add(
     check_identity(snapshot(cluster), new)
     servers, agents = split_by_role(new)
     requests = [
-        AddRequest(operation, tuple(group))
+        AddRequest(operation, tuple(group), tuple(skip_preflight))
         for operation, group in (
             (Operation.SCALE_ADD_MASTERS, servers),
             (Operation.SCALE_ADD_WORKERS, agents),

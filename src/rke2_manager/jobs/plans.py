@@ -37,6 +37,7 @@ from rke2_manager.jobs.upgrade import UpgradeRequest
 from rke2_manager.models import Cluster, Job, JobStatus, Node, NodeRole, Operation
 
 if TYPE_CHECKING:  # they build on this module
+    from rke2_manager.jobs.preflight import PreflightRequest
     from rke2_manager.jobs.restore import RestoreRequest
     from rke2_manager.jobs.snapshots import SnapshotDeleteRequest, SnapshotSaveRequest
 
@@ -47,10 +48,13 @@ def targets_of(nodes: list[Node]) -> list[dict[str, Any]]:
 
 @dataclass(frozen=True)
 class InstallRequest:
+    """Install every node; ``skip_preflight``: failed preflight checks that do not stop it."""
+
+    skip_preflight: tuple[str, ...] = ()
     operation = Operation.INSTALL
 
     def params(self) -> dict[str, Any]:
-        return {}
+        return {"skip_preflight": list(self.skip_preflight)} if self.skip_preflight else {}
 
     def planned_targets(self, cluster: Cluster) -> list[dict[str, Any]]:
         return targets_of(cluster.nodes)
@@ -70,9 +74,12 @@ class AddRequest:
 
     operation: Operation
     nodes: tuple[NewNode, ...]
+    skip_preflight: tuple[str, ...] = ()
 
     def params(self) -> dict[str, Any]:
-        return {"nodes": [{"hostname": n.hostname, "ip": n.ip, "role": n.role} for n in self.nodes]}
+        nodes = [{"hostname": n.hostname, "ip": n.ip, "role": n.role} for n in self.nodes]
+        skip = {"skip_preflight": list(self.skip_preflight)} if self.skip_preflight else {}
+        return {"nodes": nodes, **skip}
 
     def planned_targets(self, cluster: Cluster) -> list[dict[str, Any]]:
         return [
@@ -174,7 +181,7 @@ class RemoveRequest:
 
 OpRequest: TypeAlias = (
     "InstallRequest | AddRequest | RemoveRequest | UpgradeRequest"
-    " | SnapshotSaveRequest | SnapshotDeleteRequest | RestoreRequest"
+    " | SnapshotSaveRequest | SnapshotDeleteRequest | RestoreRequest | PreflightRequest"
 )
 
 
@@ -264,8 +271,9 @@ def request_of(job: Job) -> OpRequest:
     """Rebuild the request a job was created for (from its stored parameters)."""
     params = job.params or {}
     operation = Operation(job.operation)
+    skip = tuple(str(s) for s in params.get("skip_preflight") or ())
     if operation == Operation.INSTALL:
-        return InstallRequest()
+        return InstallRequest(skip)
     day2 = _day2_request(operation, params)
     if day2 is not None:
         return day2
@@ -277,15 +285,18 @@ def request_of(job: Job) -> OpRequest:
             tuple(NodeRefSpec(**n) for n in params.get("nodes", [])),
             bool(params.get("confirm_master_removal", False)),
         )
-    return AddRequest(operation, tuple(NewNode(**n) for n in params.get("nodes", [])))
+    return AddRequest(operation, tuple(NewNode(**n) for n in params.get("nodes", [])), skip)
 
 
 def _day2_request(operation: Operation, params: dict[str, Any]) -> OpRequest | None:
     """Snapshots, restore and forget (their modules build on this one: imported here)."""
     from rke2_manager.jobs.forget import ForgetRequest
+    from rke2_manager.jobs.preflight import PreflightRequest
     from rke2_manager.jobs.restore import RestoreRequest
     from rke2_manager.jobs.snapshots import SnapshotDeleteRequest, SnapshotSaveRequest
 
+    if operation == Operation.PREFLIGHT:
+        return PreflightRequest.from_params(params)
     if operation == Operation.SNAPSHOT_SAVE:
         return SnapshotSaveRequest(str(params.get("name", "")))
     if operation == Operation.SNAPSHOT_DELETE:

@@ -20,6 +20,7 @@ from rke2_manager.clusters.service import get_cluster
 from rke2_manager.guardrails import NewNode, ProbeResult
 from rke2_manager.jobs import create as service
 from rke2_manager.jobs.create import OnBusy
+from rke2_manager.jobs.preflight import CHECKS, CheckName
 from rke2_manager.jobs.schemas import OperationAccepted, accepted_out
 from rke2_manager.operations import plan
 from rke2_manager.operations.plan import DryRunQuery
@@ -50,6 +51,16 @@ OnBusyQuery = Annotated[
     ),
 ]
 
+SkipPreflightQuery = Annotated[
+    list[CheckName],
+    Query(
+        max_length=len(CHECKS),
+        description="A preflight check whose failure must not stop the job (repeat for more): "
+        "its result is still reported, marked skipped. Checks: " + ", ".join(CHECKS),
+        examples=[["swap"]],
+    ),
+]
+
 
 def _fail_fast_if_busy(read: ReadSessionDep, cluster_id: int, on_busy: OnBusy) -> None:
     """Answer 409 for a busy cluster from a plain read, without queueing on its row lock.
@@ -75,19 +86,24 @@ def install(
     tasks: BackgroundTasks,
     on_busy: OnBusyQuery = "reject",
     dry_run: DryRunQuery = False,
+    skip_preflight: SkipPreflightQuery = [],  # noqa: B006 (FastAPI copies defaults)
 ) -> OperationAccepted | JSONResponse:
-    """Start the install job for a cluster (409 if another operation holds its lock)."""
+    """Start the install job for a cluster (409 if another operation holds its lock). Its
+    preflight checks run first: a failed one (not in skip_preflight) stops it before any
+    node is touched."""
     if dry_run:
         return plan.answer_plan(
             ctx,
             cluster_id,
-            lambda s: service.start_install(s, ctx.settings, cluster_id, actor, on_busy),
+            lambda s: service.start_install(
+                s, ctx.settings, cluster_id, actor, on_busy, skip_preflight
+            ),
             plan.install_verdicts,
         )
     _fail_fast_if_busy(read, cluster_id, on_busy)
     with ctx.db.transaction() as session:
         accepted = accepted_out(
-            service.start_install(session, ctx.settings, cluster_id, actor, on_busy)
+            service.start_install(session, ctx.settings, cluster_id, actor, on_busy, skip_preflight)
         )
     tasks.add_task(ctx.wake_workers)
     return accepted
@@ -108,8 +124,10 @@ def scale_add(
     tasks: BackgroundTasks,
     on_busy: OnBusyQuery = "reject",
     dry_run: DryRunQuery = False,
+    skip_preflight: SkipPreflightQuery = [],  # noqa: B006 (FastAPI copies defaults)
 ) -> OperationAccepted | JSONResponse:
-    """Add nodes. Servers and agents together: the servers' job first (G3, ``sequenced``)."""
+    """Add nodes. Servers and agents together: the servers' job first (G3, ``sequenced``).
+    The new nodes' preflight checks run first (skip_preflight as for install)."""
     if not dry_run:
         _fail_fast_if_busy(read, cluster_id, on_busy)
     # Probe the supervisor before taking the row lock, so no network wait happens under it.
@@ -122,14 +140,30 @@ def scale_add(
             ctx,
             cluster_id,
             lambda s: service.start_scale_add(
-                s, ctx.settings, cluster_id, body.nodes, actor, probe, ctx.prober, on_busy
+                s,
+                ctx.settings,
+                cluster_id,
+                body.nodes,
+                actor,
+                probe,
+                ctx.prober,
+                on_busy,
+                skip_preflight,
             ),
             plan.add_verdicts(new, probe, ctx.settings.probe_policy),
         )
     with ctx.db.transaction() as session:
         accepted = accepted_out(
             service.start_scale_add(
-                session, ctx.settings, cluster_id, body.nodes, actor, probe, ctx.prober, on_busy
+                session,
+                ctx.settings,
+                cluster_id,
+                body.nodes,
+                actor,
+                probe,
+                ctx.prober,
+                on_busy,
+                skip_preflight,
             )
         )
     tasks.add_task(ctx.wake_workers)

@@ -1,0 +1,151 @@
+"""Preflight: read-only checks of the nodes, as a job of their own and at the start of install
+and scale add (playbooks/tasks/preflight.yml, files/rke2m-preflight.sh; docs/preflight.md).
+
+Each host reports one line per check (``[rke2m] preflight``); :func:`record` stores them on the
+job when it ends (``jobs.preflight``), with ``skipped`` set on the failed checks the caller
+overrode (``skip_preflight``). A failed check that was not skipped fails its host, and with it
+the job, before anything changes on any node.
+
+A preflight job works on every node of the cluster but changes none: its ``targets`` stay
+empty, so no node's status moves; the nodes it checks are in its parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
+
+from rke2_manager.cluster_lock import ensure_idle, lock_cluster_row
+from rke2_manager.clusters.views import snapshot
+from rke2_manager.config import Settings
+from rke2_manager.db import WriteSession
+from rke2_manager.errors import DomainError
+from rke2_manager.execution.events import HostEvent
+from rke2_manager.guardrails import ClusterView, ProbePolicy, ProbeResult
+from rke2_manager.jobs.create import Accepted, OnBusy, _start
+from rke2_manager.models import Cluster, Job, LockStatus, NodeStatus, Operation
+
+#: Every check, in the order a host reports them; ``skip_preflight`` takes these names.
+CheckName = Literal[
+    "ssh",
+    "sudo",
+    "os",
+    "arch",
+    "cpu",
+    "memory",
+    "ports",
+    "reach",
+    "swap",
+    "networkmanager",
+    "firewalld",
+    "disk",
+    "clock",
+]
+CHECKS: tuple[str, ...] = get_args(CheckName)
+MARKER = "[rke2m] preflight"
+RESULTS = ("pass", "warn", "fail")
+NO_NODES = "Cluster has no nodes to check."
+_FIELD = 1000  # a host's text is untrusted: bounded before it is stored
+
+
+@dataclass(frozen=True)
+class PreflightRequest:
+    """Check every node of the cluster; ``skip`` names failed checks that do not fail it."""
+
+    skip: tuple[str, ...] = ()
+    operation = Operation.PREFLIGHT
+
+    def params(self) -> dict[str, Any]:
+        return {"skip_preflight": list(self.skip)}
+
+    def planned_targets(self, cluster: Cluster) -> list[dict[str, Any]]:
+        return []
+
+    def check(self, view: ClusterView, probe: ProbeResult | None, policy: ProbePolicy) -> list[str]:
+        if not view.nodes:
+            raise DomainError(NO_NODES)
+        return []
+
+    def apply(self, session: WriteSession, cluster: Cluster, job: Job) -> None:
+        """At the job's start: the nodes it checks, and whether servers run to be reached."""
+        view = snapshot(cluster)
+        master = view.initial_master
+        job.targets = []
+        job.params = {
+            **self.params(),
+            "nodes": [n.hostname for n in view.nodes],
+            "reach": master is not None and master.status == NodeStatus.ACTIVE,
+        }
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> PreflightRequest:
+        return cls(tuple(str(s) for s in params.get("skip_preflight") or ()))
+
+
+def _text(value: Any) -> str:
+    return str(value)[:_FIELD]
+
+
+def parse(report: HostEvent) -> list[dict[str, Any]]:
+    """One host's results from its ``[rke2m] preflight`` report (lines
+    ``rke2m-preflight|check|result|message|fix``); lines that are not a known check with a
+    known result are left out (the report comes from the host)."""
+    data = report.data or {}
+    skipped = {str(s) for s in data.get("skipped") or [] if isinstance(s, str)}
+    lines = data.get("results")
+    out: list[dict[str, Any]] = []
+    for line in lines if isinstance(lines, list) else []:
+        parts = str(line).split("|")
+        if len(parts) != 5 or parts[0] != "rke2m-preflight":
+            continue
+        _, check, result, message, fix = parts
+        if check not in CHECKS or result not in RESULTS:
+            continue
+        out.append(
+            {
+                "check": check,
+                "result": result,
+                "message": _text(message),
+                "fix": _text(fix) or None,
+                "skipped": result == "fail" and check in skipped,
+            }
+        )
+    return out
+
+
+def record(job: Job, reports: Sequence[HostEvent]) -> None:
+    """Store the preflight results the run reported on ``job`` (the last report per host)."""
+    results = {r.host: parse(r) for r in reports if r.kind == "report" and r.task == MARKER}
+    if results:
+        job.preflight = {**(job.preflight or {}), **results}
+
+
+def failed_checks(preflight: dict[str, Any] | None) -> dict[str, list[str]]:
+    """Per host, the failed checks that were not skipped."""
+    out: dict[str, list[str]] = {}
+    for host, checks in (preflight or {}).items():
+        failed = [c["check"] for c in checks if c["result"] == "fail" and not c["skipped"]]
+        if failed:
+            out[host] = failed
+    return out
+
+
+def start_preflight(
+    session: WriteSession,
+    settings: Settings,
+    cluster_id: int,
+    skip: Sequence[str],
+    actor: str,
+    on_busy: OnBusy = "reject",
+) -> Accepted:
+    """Check every node of the cluster, under the cluster's lock like every operation (the
+    checks raise the nodes' fences, and must not run beside a job that changes them).
+
+    Raises NotFound, ClusterBusy (409, unless queued), DomainError (400: no nodes).
+    """
+    cluster = lock_cluster_row(session, cluster_id)
+    if cluster.operation_status != LockStatus.IDLE and on_busy == "reject":
+        ensure_idle(cluster)
+    request = PreflightRequest(tuple(dict.fromkeys(skip)))
+    return _start(session, settings, cluster, [request], actor, on_busy, None)
