@@ -29,6 +29,7 @@ from rke2_manager.jobs.sse import router as job_events_router
 from rke2_manager.jobs.runner.worker import Worker
 from rke2_manager.metrics import registry_for
 from rke2_manager.operations.admin import router as admin_router
+from rke2_manager.operations.preflight import router as preflight_router
 from rke2_manager.operations.router import router as operations_router
 from rke2_manager.operations.snapshots import router as snapshots_router
 from rke2_manager.operations.upgrade import router as upgrade_router
@@ -101,6 +102,7 @@ def create_app(
     problems.install(app)
     app.include_router(clusters_router)
     app.include_router(operations_router)
+    app.include_router(preflight_router)
     app.include_router(snapshots_router)
     app.include_router(upgrade_router)
     app.include_router(jobs_router)

@@ -19,8 +19,9 @@ UPGRADING_MARKER = "[rke2m] node upgrading"
 #: Its ``debug`` message is the RKE2 version the node runs (its kubelet version).
 VERSION_MARKER = "[rke2m] node version"
 #: Tasks (``debug`` with a mapping as ``msg``) that report data for the manager to record:
-#: ``[rke2m] snapshot saved`` (tasks/snapshot.yml), ``[rke2m] snapshots listed``.
-REPORT_MARKERS = ("[rke2m] snapshot saved", "[rke2m] snapshots listed")
+#: ``[rke2m] snapshot saved`` (tasks/snapshot.yml), ``[rke2m] snapshots listed``,
+#: ``[rke2m] preflight`` (tasks/preflight.yml).
+REPORT_MARKERS = ("[rke2m] snapshot saved", "[rke2m] snapshots listed", "[rke2m] preflight")
 
 Kind = Literal[
     "started",

@@ -18,6 +18,7 @@ from rke2_manager.errors import LockLost
 from rke2_manager.execution.ansible_service import run_playbook
 from rke2_manager.execution.events import HostEvent
 from rke2_manager.jobs import events
+from rke2_manager.jobs import preflight
 from rke2_manager.jobs.runner.fencing import Claim, Fence, LogWriter, StopSignal
 from rke2_manager.jobs.runner.nodestatus import Progress, on_host
 from rke2_manager.jobs.runner.spec import prepare, record_start
@@ -57,6 +58,7 @@ def finish(
         if progress is not None and progress.reports:
             # before settle: a removal's settle deletes nodes, and their lists with them
             record_reports(session, job, progress.reports)
+            preflight.record(job, progress.reports)
         settle(session, ctx.settings, job, status, reason, progress, stopped_run=stopped)
 
 
