@@ -17,8 +17,7 @@ from rke2_manager.db import unavailable
 from rke2_manager.errors import LockLost
 from rke2_manager.execution.ansible_service import run_playbook
 from rke2_manager.execution.events import HostEvent
-from rke2_manager.jobs import events
-from rke2_manager.jobs import preflight
+from rke2_manager.jobs import events, preflight
 from rke2_manager.jobs.runner.fencing import Claim, Fence, LogWriter, StopSignal
 from rke2_manager.jobs.runner.nodestatus import Progress, on_host
 from rke2_manager.jobs.runner.spec import prepare, record_start
