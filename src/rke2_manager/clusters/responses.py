@@ -31,8 +31,14 @@ class NodeOut(BaseModel):
     ip: str = Field(description="The address the manager reaches it at", examples=["10.0.0.21"])
     role: str = Field(description="server or agent", examples=["agent"])
     status: str = Field(
-        description="PENDING (not installed yet), INSTALLING, ACTIVE, FAILED or REMOVING",
+        description="PENDING (not installed yet), INSTALLING, ACTIVE, FAILED, REMOVING or "
+        "UPGRADING",
         examples=["ACTIVE"],
+    )
+    rke2_version: str | None = Field(
+        description="The RKE2 release the node was last seen running (its kubelet version, "
+        "learned by an upgrade); null: not known",
+        examples=["v1.32.1+rke2r1"],
     )
     status_reason: str | None = Field(
         description="Why the node is in its status (e.g. the failed task), if known",
