@@ -51,8 +51,8 @@ class ClusterRow:
 
 def api_features(request: Request) -> set[str]:
     """Which of :data:`DAY2_ROUTES` the API serves (routes of the app the dashboard is in)."""
-    main = request.app.state.main
-    served = {(m, r.path) for r in main.routes for m in getattr(r, "methods", None) or ()}
+    paths = request.app.state.main.openapi()["paths"]  # built once, then cached by FastAPI
+    served = {(method.upper(), path) for path, ops in paths.items() for method in ops}
     return {name for name, route in DAY2_ROUTES.items() if route in served}
 
 

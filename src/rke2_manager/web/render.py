@@ -59,7 +59,7 @@ def security_headers(csp: str) -> dict[str, str]:
     return {
         "Content-Security-Policy": csp,
         "X-Content-Type-Options": "nosniff",
-        "Referrer-Policy": "no-referrer",
+        "Referrer-Policy": "same-origin",  # "no-referrer" makes form posts send Origin: null
         "Cache-Control": "no-store",
     }
 
