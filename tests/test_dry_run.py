@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import inspect, select
 
@@ -308,3 +309,47 @@ def test_openapi_documents_the_plan(client: TestClient) -> None:
         schema = operation["responses"]["200"]["content"]["application/json"]["schema"]
         assert schema == {"$ref": "#/components/schemas/OperationPlan"}
         assert "202" in operation["responses"]
+
+
+DAY2 = {
+    "snapshot save": ("post", "/api/clusters/{cid}/snapshots", {"name": "before"}),
+    "snapshot delete (none such)": ("delete", "/api/clusters/{cid}/snapshots/nope-m1-1", None),
+    "restore unconfirmed": ("post", "/api/clusters/{cid}/restore", {"snapshot": "s-m1-1"}),
+    "forget a pending node": ("delete", "/api/clusters/{cid}/nodes/w9", None),
+    "forget a server unconfirmed": ("delete", "/api/clusters/{cid}/nodes/m2", None),
+    "upgrade (artifact dir outside the root)": (
+        "post",
+        "/api/clusters/{cid}/upgrade",
+        {"version": "v1.31.5+rke2r1", "artifact_dir": "/etc"},
+    ),
+    "preflight": ("post", "/api/clusters/{cid}/preflight", None),
+}
+
+
+@pytest.mark.parametrize("case", DAY2)
+def test_day2_operations_plan_what_they_do(client: TestClient, db: Database, case: str) -> None:
+    """Every job-starting route takes dry_run; the plan is what the real call then does: the
+    same jobs on the same nodes, or the very refusal it answers."""
+    cid = make_cluster(db, nodes=[*ACTIVE3, ("w9", "127.0.30.9", "agent", "PENDING")])
+    method, path, payload = DAY2[case]
+    url = path.format(cid=cid)
+    kwargs: dict[str, Any] = {"json": payload} if payload is not None else {}
+    before = dump(client, db)
+    r = client.request(method, url, params={"dry_run": "true"}, **kwargs)
+    after = dump(client, db)
+    if r.status_code == 422:  # invalid input answers as the real call: no plan to make
+        assert after == before
+        real = client.request(method, url, **kwargs)
+        assert (real.status_code, real.json()) == (422, r.json())
+        return
+    assert r.status_code == 200, r.text
+    assert after == before
+    plan = r.json()
+    real = client.request(method, url, **kwargs)
+    if plan["would_succeed"]:
+        assert real.status_code == 202, real.text
+        assert nodes(real.json()["jobs"]) == nodes(plan["jobs"])
+        assert real.json()["warnings"] == plan["warnings"]
+    else:
+        assert plan["refusal"] == real.json()
+        assert real.status_code == plan["refusal"]["status"] != 202

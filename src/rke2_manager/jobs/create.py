@@ -19,7 +19,7 @@ from rke2_manager import audit
 from rke2_manager.cluster_lock import acquire_cluster_lock, ensure_idle, lock_cluster_row
 from rke2_manager.clusters.views import snapshot
 from rke2_manager.config import Settings
-from rke2_manager.db import WriteSession
+from rke2_manager.db import ReadOnlySession, WriteSession
 from rke2_manager.guardrails import NewNode, ProbeResult, check_identity, split_by_role
 from rke2_manager.guardrails import supervisor_target as _supervisor_target
 from rke2_manager.jobs.plan_preview import planning
@@ -141,7 +141,8 @@ def _planned(
     busy: bool,
 ) -> Accepted:
     """A dry run's answer: the jobs ``_start`` would create, as transient rows (no ids, never
-    added to the session), with the queue position the first one would get."""
+    added to the session), with the queue position the first one would get. Their targets
+    are the planned ones (nodes an add creates have no id yet)."""
     jobs = [
         Job(
             cluster_id=cluster.id,
@@ -153,6 +154,15 @@ def _planned(
         )
         for i, request in enumerate(requests)
     ]
+    if not busy:
+        # The real call now applies the first request (nodes, the job's targets and
+        # parameters): decided the same way here, so a refusal raised there is the plan's too;
+        # the changes it would write are refused by the plan session and dropped.
+        with session.no_autoflush:
+            try:
+                requests[0].apply(session, cluster, jobs[0])
+            except ReadOnlySession:
+                pass
     position = len(queued_jobs(session, cluster.id)) + 1 if busy else None
     return Accepted(job=jobs[0], waiting=jobs[1:], warnings=warnings, position=position)
 

@@ -24,7 +24,7 @@ from rke2_manager.clusters.service import get_cluster
 from rke2_manager.clusters.views import snapshot
 from rke2_manager.context import AppContext
 from rke2_manager.db import WriteSession
-from rke2_manager.errors import DomainError, GuardrailViolation
+from rke2_manager.errors import DomainError, GuardrailViolation, InvalidRequest
 from rke2_manager.guardrails import (
     ClusterView,
     NewNode,
@@ -162,7 +162,8 @@ def answer_plan(
 
     ``verdicts`` computes the guardrails that apply to the operation from the cluster as it
     is; without it only a guardrail that refuses appears. Raises NotFound (404) for an
-    unknown cluster; every other DomainError becomes the plan's ``refusal``.
+    unknown cluster and InvalidRequest (422) for invalid input; every other DomainError
+    becomes the plan's ``refusal``.
     """
     with plan_session(ctx.db) as session:
         view = snapshot(get_cluster(session, cluster_id))
@@ -170,6 +171,8 @@ def answer_plan(
         refusal: DomainError | None = None
         try:
             accepted = start(session)
+        except InvalidRequest:
+            raise  # invalid input (422): no plan to make, as for a body that fails its schema
         except DomainError as exc:
             refusal = exc
         checks = _reconcile(verdicts(view) if verdicts else [], accepted, refusal)

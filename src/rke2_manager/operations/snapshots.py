@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Path, Query
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from rke2_manager.api import problems
@@ -25,6 +26,8 @@ from rke2_manager.jobs.schemas import OperationAccepted, accepted_out
 from rke2_manager.jobs.snapshot_records import listing
 from rke2_manager.jobs.snapshots import start_snapshot_delete, start_snapshot_save
 from rke2_manager.models import NodeRole, NodeStatus
+from rke2_manager.operations import plan
+from rke2_manager.operations.plan import DryRunQuery
 from rke2_manager.operations.router import ACCEPTED, OnBusyQuery, _fail_fast_if_busy
 from rke2_manager.validation import StrictModel
 
@@ -95,7 +98,12 @@ def _answer(accepted: Accepted, ctx: CtxDep, tasks: BackgroundTasks) -> Operatio
     return out
 
 
-@router.post("/api/clusters/{cluster_id}/snapshots", status_code=202, responses=ACCEPTED)
+@router.post(
+    "/api/clusters/{cluster_id}/snapshots",
+    status_code=202,
+    response_model=OperationAccepted,
+    responses=ACCEPTED,
+)
 def save_snapshot(
     cluster_id: ClusterId,
     body: SnapshotIn,
@@ -104,9 +112,16 @@ def save_snapshot(
     actor: OperatorActor,
     tasks: BackgroundTasks,
     on_busy: OnBusyQuery = "reject",
-) -> OperationAccepted:
+    dry_run: DryRunQuery = False,
+) -> OperationAccepted | JSONResponse:
     """Save an etcd snapshot on one server (the initial master when ACTIVE); the job records
     its full name (``snapshot``) and every server's list."""
+    if dry_run:
+        return plan.answer_plan(
+            ctx,
+            cluster_id,
+            lambda s: start_snapshot_save(s, ctx.settings, cluster_id, body.name, actor, on_busy),
+        )
     _fail_fast_if_busy(read, cluster_id, on_busy)
     with ctx.db.transaction() as session:
         accepted = start_snapshot_save(session, ctx.settings, cluster_id, body.name, actor, on_busy)
@@ -144,7 +159,12 @@ def list_snapshots(cluster_id: ClusterId, session: ReadSessionDep) -> SnapshotsO
     )
 
 
-@router.delete("/api/clusters/{cluster_id}/snapshots/{name}", status_code=202, responses=ACCEPTED)
+@router.delete(
+    "/api/clusters/{cluster_id}/snapshots/{name}",
+    status_code=202,
+    response_model=OperationAccepted,
+    responses=ACCEPTED,
+)
 def delete_snapshot(
     cluster_id: ClusterId,
     name: Annotated[str, Path(max_length=255, pattern=FULL_NAME_PATTERN)],
@@ -153,15 +173,27 @@ def delete_snapshot(
     actor: OperatorActor,
     tasks: BackgroundTasks,
     on_busy: OnBusyQuery = "reject",
-) -> OperationAccepted:
+    dry_run: DryRunQuery = False,
+) -> OperationAccepted | JSONResponse:
     """Delete a snapshot (full name, as listed) from every server whose list holds it."""
+    if dry_run:
+        return plan.answer_plan(
+            ctx,
+            cluster_id,
+            lambda s: start_snapshot_delete(s, ctx.settings, cluster_id, name, actor, on_busy),
+        )
     _fail_fast_if_busy(read, cluster_id, on_busy)
     with ctx.db.transaction() as session:
         accepted = start_snapshot_delete(session, ctx.settings, cluster_id, name, actor, on_busy)
         return _answer(accepted, ctx, tasks)
 
 
-@router.post("/api/clusters/{cluster_id}/restore", status_code=202, responses=ACCEPTED)
+@router.post(
+    "/api/clusters/{cluster_id}/restore",
+    status_code=202,
+    response_model=OperationAccepted,
+    responses=ACCEPTED,
+)
 def restore(
     cluster_id: ClusterId,
     body: RestoreIn,
@@ -177,9 +209,18 @@ def restore(
         ),
     ] = False,
     on_busy: OnBusyQuery = "reject",
-) -> OperationAccepted:
+    dry_run: DryRunQuery = False,
+) -> OperationAccepted | JSONResponse:
     """Restore an etcd snapshot onto the cluster's servers (RKE2's cluster reset); every
     installed node restarts; a new kubeconfig is fetched."""
+    if dry_run:
+        return plan.answer_plan(
+            ctx,
+            cluster_id,
+            lambda s: start_restore(
+                s, ctx.settings, cluster_id, body.snapshot, confirm_restore, actor, on_busy
+            ),
+        )
     _fail_fast_if_busy(read, cluster_id, on_busy)
     with ctx.db.transaction() as session:
         accepted = start_restore(
@@ -188,7 +229,12 @@ def restore(
         return _answer(accepted, ctx, tasks)
 
 
-@router.delete("/api/clusters/{cluster_id}/nodes/{hostname}", status_code=202, responses=ACCEPTED)
+@router.delete(
+    "/api/clusters/{cluster_id}/nodes/{hostname}",
+    status_code=202,
+    response_model=OperationAccepted,
+    responses=ACCEPTED,
+)
 def forget_node(
     cluster_id: ClusterId,
     hostname: HostnamePath,
@@ -201,9 +247,18 @@ def forget_node(
         Query(description="Must be true to forget an installed server", examples=[False]),
     ] = False,
     on_busy: OnBusyQuery = "reject",
-) -> OperationAccepted:
+    dry_run: DryRunQuery = False,
+) -> OperationAccepted | JSONResponse:
     """Forget a node without contacting it: a PENDING node just goes; an installed one is
     removed from Kubernetes (and, a server, from etcd) through a live server. G2 for servers."""
+    if dry_run:
+        return plan.answer_plan(
+            ctx,
+            cluster_id,
+            lambda s: start_forget(
+                s, ctx.settings, cluster_id, hostname, confirm_master_removal, actor, on_busy
+            ),
+        )
     _fail_fast_if_busy(read, cluster_id, on_busy)
     with ctx.db.transaction() as session:
         accepted = start_forget(

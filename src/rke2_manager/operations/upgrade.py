@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks
+from fastapi.responses import JSONResponse
 from pydantic import Field
 
 from rke2_manager.api.auth import OperatorActor
@@ -12,6 +13,8 @@ from rke2_manager.api.deps import ClusterId, CtxDep, ReadSessionDep
 from rke2_manager.jobs import create as service
 from rke2_manager.jobs.schemas import OperationAccepted, accepted_out
 from rke2_manager.jobs.upgrade import UpgradeRequest
+from rke2_manager.operations import plan
+from rke2_manager.operations.plan import DryRunQuery
 from rke2_manager.operations.router import ACCEPTED, OnBusyQuery, _fail_fast_if_busy
 from rke2_manager.paths import MAX_PATH
 from rke2_manager.validation import MAX_NODES_PER_REQUEST, Hostname, StrictModel
@@ -56,7 +59,12 @@ class UpgradeIn(StrictModel):
     )
 
 
-@router.post("/api/clusters/{cluster_id}/upgrade", status_code=202, responses=ACCEPTED)
+@router.post(
+    "/api/clusters/{cluster_id}/upgrade",
+    status_code=202,
+    response_model=OperationAccepted,
+    responses=ACCEPTED,
+)
 def upgrade(
     cluster_id: ClusterId,
     body: UpgradeIn,
@@ -65,10 +73,10 @@ def upgrade(
     actor: OperatorActor,
     tasks: BackgroundTasks,
     on_busy: OnBusyQuery = "reject",
-) -> OperationAccepted:
+    dry_run: DryRunQuery = False,
+) -> OperationAccepted | JSONResponse:
     """Snapshot etcd, upgrade servers one at a time, then agents in batches; each node must be
     Ready on the new version (servers: every etcd member healthy too) before the next starts."""
-    _fail_fast_if_busy(read, cluster_id, on_busy)
     request = UpgradeRequest(
         body.version,
         body.artifact_dir,
@@ -76,6 +84,13 @@ def upgrade(
         body.agent_concurrency,
         tuple(dict.fromkeys(body.skip)),
     )
+    if dry_run:
+        return plan.answer_plan(
+            ctx,
+            cluster_id,
+            lambda s: service.start_upgrade(s, ctx.settings, cluster_id, request, actor, on_busy),
+        )
+    _fail_fast_if_busy(read, cluster_id, on_busy)
     with ctx.db.transaction() as session:
         accepted = accepted_out(
             service.start_upgrade(session, ctx.settings, cluster_id, request, actor, on_busy)
