@@ -1,0 +1,86 @@
+"""Restoring an etcd snapshot through the service on lab hosts (RKE2's cluster reset)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import pytest
+from sqlalchemy import select
+
+from rke2_manager.db import Database
+from rke2_manager.models import Cluster
+from tests.e2e.support import Api
+from tests.factories import TEST_BOX
+from tests.lab import cluster as standin
+from tests.lab.hosts import Lab
+
+pytestmark = pytest.mark.lab
+
+SNAPSHOTS = "/var/lib/rancher/rke2/server/db/snapshots"
+
+
+def configmap(lab: Lab, host: str, name: str) -> bool:
+    """Whether the ConfigMap exists, as the API server on host answers."""
+    out = standin.kubectl(lab, host, f"get configmap {name} -o name")
+    if out.ok:
+        return True
+    assert "NotFound" in out.stderr or "not found" in out.stderr, out.stderr
+    return False
+
+
+def test_restore_brings_the_cluster_back_to_the_snapshot(
+    api: Api, db: Database, make_lab: Callable[[list[str]], Lab]
+) -> None:
+    lab = make_lab(["m1", "m2", "m3", "w1"])
+    nodes = [("m1", "server"), ("m2", "server"), ("m3", "server"), ("w1", "agent")]
+    cid = api.create_cluster("restore", lab, nodes)
+    api.succeed(api.install(cid))
+
+    assert standin.kubectl(lab, "m1", "create configmap before --from-literal=k=v").ok
+    r = api.client.post(f"/api/clusters/{cid}/snapshots", json={"name": "base"})
+    assert r.status_code == 202, r.text
+    snapshot = api.succeed(r.json()["job_id"])["snapshot"]
+    assert re.fullmatch(r"base-m1-\d+", snapshot), snapshot
+    # state changed after the snapshot: the marker must be gone after the restore
+    assert standin.kubectl(lab, "m2", "create configmap after --from-literal=k=v").ok
+    assert configmap(lab, "m3", "after")
+    # a server's own snapshots survive the wipe of its etcd data
+    lab.run("m2", f"mkdir -p {SNAPSHOTS} && echo keep > {SNAPSHOTS}/mine-m2-1", check=True)
+    # the stored kubeconfig is replaced by the one the restored server writes
+    with db.transaction() as s:
+        cluster = s.scalars(select(Cluster).where(Cluster.id == cid)).one()
+        cluster.kubeconfig_enc = TEST_BOX.encrypt("stale: true\n")
+
+    url = f"/api/clusters/{cid}/restore"
+    r = api.client.post(url, json={"snapshot": snapshot})
+    assert r.status_code == 400
+    assert r.json()["detail"] == "Restoring a snapshot requires explicit confirmation."
+    r = api.client.post(url, params={"confirm_restore": "true"}, json={"snapshot": snapshot})
+    assert r.status_code == 202, r.text
+    job = api.succeed(r.json()["job_id"], timeout=240)
+    assert (job["operation"], job["snapshot"]) == ("restore", snapshot)
+
+    for host in ("m1", "m2", "m3"):
+        assert configmap(lab, host, "before")
+        assert not configmap(lab, host, "after")
+        assert standin.node_status(lab, host) == {
+            "m1": "Ready",
+            "m2": "Ready",
+            "m3": "Ready",
+            "w1": "Ready",
+        }
+        assert set(standin.etcd_members(lab, host)) == {"m1", "m2", "m3"}
+    assert api.nodes(cid) == {h: ("ACTIVE", None) for h in ("m1", "m2", "m3", "w1")}
+    assert api.lock(cid) == ("idle", None)
+    # the reset ran on m1 (which holds the snapshot) and its flag is cleared by the start
+    assert not lab.run("m1", "test -e /var/lib/rancher/rke2/server/db/reset-flag").ok
+    assert lab.run("m2", f"cat {SNAPSHOTS}/mine-m2-1").stdout.strip() == "keep"
+    kubeconfig = api.client.get(f"/api/clusters/{cid}/kubeconfig").text
+    on_host = lab.run("m1", "cat /etc/rancher/rke2/rke2.yaml", check=True).stdout
+    assert "stale" not in kubeconfig
+    assert kubeconfig.split("client-key-data:")[1] == on_host.split("client-key-data:")[1]
+    # the lists were read again after the restore
+    listed = api.client.get(f"/api/clusters/{cid}/snapshots").json()
+    assert {s["job_id"] for s in listed["servers"]} == {job["id"]}
+    assert {(s["name"], s["node"]) for s in listed["snapshots"]} >= {(snapshot, "m1")}
