@@ -17,6 +17,7 @@ from rke2_manager.api.deps import ClusterId, CtxDep, JobId, ReadSessionDep
 from rke2_manager.clusters import service as clusters
 from rke2_manager.clusters.responses import cluster_out
 from rke2_manager.jobs import service as jobs
+from rke2_manager.jobs.preflight import CHECKS
 from rke2_manager.jobs.queue import queued_jobs
 from rke2_manager.jobs.schemas import job_out
 from rke2_manager.models import JobStatus
@@ -25,15 +26,34 @@ from rke2_manager.web.render import page
 
 router = APIRouter()
 RECENT_JOBS = 25
-#: Day-2 operations the dashboard has forms for, shown once the API serves their routes.
-DAY2_ROUTES = {
+#: Operations the dashboard has forms for, each shown once the API serves its route (the
+#: day-2 ones came later), with a "Preview" button where the route takes ``dry_run``.
+API_ROUTES = {
+    "install": ("POST", "/api/jobs/install/{cluster_id}"),
+    "add": ("POST", "/api/clusters/{cluster_id}/scale/add"),
+    "remove": ("POST", "/api/clusters/{cluster_id}/scale/remove"),
     "upgrade": ("POST", "/api/clusters/{cluster_id}/upgrade"),
     "snapshots": ("GET", "/api/clusters/{cluster_id}/snapshots"),
-    "snapshot_save": ("POST", "/api/clusters/{cluster_id}/snapshots"),
+    "snapshot": ("POST", "/api/clusters/{cluster_id}/snapshots"),
     "restore": ("POST", "/api/clusters/{cluster_id}/restore"),
     "forget": ("DELETE", "/api/clusters/{cluster_id}/nodes/{hostname}"),
+    "edit-node": ("PATCH", "/api/clusters/{cluster_id}/nodes/{hostname}"),
+    "preflight": ("POST", "/api/clusters/{cluster_id}/preflight"),
+    "preflight-results": ("GET", "/api/jobs/{job_id}/preflight"),
     "events": ("GET", "/api/jobs/{job_id}/events"),
 }
+PREFLIGHT_OPERATIONS = ("preflight", "install", "scale_add_masters", "scale_add_workers")
+
+
+@dataclass(frozen=True)
+class Features:
+    """Which of :data:`API_ROUTES` the API serves, and which of them take ``dry_run``."""
+
+    served: frozenset[str]
+    previews: frozenset[str]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.served
 
 
 @dataclass(frozen=True)
@@ -49,11 +69,19 @@ class ClusterRow:
     active: int
 
 
-def api_features(request: Request) -> set[str]:
-    """Which of :data:`DAY2_ROUTES` the API serves (routes of the app the dashboard is in)."""
-    paths = request.app.state.main.openapi()["paths"]  # built once, then cached by FastAPI
-    served = {(method.upper(), path) for path, ops in paths.items() for method in ops}
-    return {name for name, route in DAY2_ROUTES.items() if route in served}
+def api_features(request: Request) -> Features:
+    """What the API of the app the dashboard is in offers (from its OpenAPI document, which
+    FastAPI builds once and caches)."""
+    paths = request.app.state.main.openapi()["paths"]
+    served, previews = set(), set()
+    for name, (method, path) in API_ROUTES.items():
+        operation = paths.get(path, {}).get(method.lower())
+        if operation is None:
+            continue
+        served.add(name)
+        if any(p.get("name") == "dry_run" for p in operation.get("parameters", [])):
+            previews.add(name)
+    return Features(frozenset(served), frozenset(previews))
 
 
 @router.get("/", response_class=HTMLResponse)
@@ -101,6 +129,7 @@ def cluster_page(
         jobs=recent,
         features=api_features(request),
         servers=[n.hostname for n in cluster.nodes if n.role == "server"],
+        checks=CHECKS,
     )
 
 
@@ -112,6 +141,7 @@ def job_page(
     session: ReadSessionDep,
 ) -> HTMLResponse:
     job = job_out(jobs.get_job(session, job_id))
+    features = api_features(request)
     cluster = clusters.get_cluster(session, job.cluster_id)
     statuses = {n.hostname: n.status for n in cluster.nodes}
     hosts: list[dict[str, Any]] = []
@@ -136,7 +166,8 @@ def job_page(
         cluster_name=cluster.name,
         hosts=hosts,
         final=JobStatus(job.status).is_final,
-        events="events" in api_features(request),
+        events="events" in features,
+        preflight="preflight-results" in features and job.operation in PREFLIGHT_OPERATIONS,
     )
 
 

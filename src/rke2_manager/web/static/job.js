@@ -155,9 +155,45 @@
     };
   }
 
+  // Preflight results (preflight, install and scale add jobs), read until the job has ended.
+  async function readPreflight() {
+    var res = await R.api("GET", "/api/jobs/" + id + "/preflight");
+    var state = document.getElementById("preflight-state");
+    if (!res.ok) { state.textContent = res.data.detail || ("HTTP " + res.status); return; }
+    var rows = [];
+    Object.keys(res.data.hosts).forEach(function (host) {
+      res.data.hosts[host].forEach(function (c) {
+        var tr = document.createElement("tr");
+        tr.dataset.host = host;
+        tr.dataset.check = c.check;
+        tr.appendChild(R.el("td", null, host));
+        tr.appendChild(R.el("td", null, c.check));
+        var result = R.el("td");
+        result.appendChild(R.el("span", "badge check-" + c.result, c.result + (c.skipped ? " (skipped)" : "")));
+        tr.appendChild(result);
+        tr.appendChild(R.el("td", null, c.message));
+        tr.appendChild(R.el("td", null, c.fix || ""));
+        rows.push(tr);
+      });
+    });
+    var table = document.getElementById("preflight-table");
+    table.querySelector("tbody").replaceChildren.apply(table.querySelector("tbody"), rows);
+    table.hidden = !rows.length;
+    var failed = Object.keys(res.data.failed).map(function (h) { return h + ": " + res.data.failed[h].join(", "); });
+    state.textContent = failed.length ? "Failed checks (they stop the job): " + failed.join("; ")
+      : (rows.length ? "" : "No results yet.");
+    if (res.data.unreported.length && FINAL.indexOf(res.data.status) >= 0) {
+      state.textContent += " No report from: " + res.data.unreported.join(", ") + ".";
+    }
+    if (FINAL.indexOf(res.data.status) < 0) { setTimeout(readPreflight, 2000); }
+  }
+
   setInterval(function () {  // keep the "since" ages current
     grid.querySelectorAll("td.since").forEach(function (td) { td.textContent = age(td.dataset.since); });
   }, 1000);
 
-  document.addEventListener("DOMContentLoaded", page.dataset.events === "true" ? follow : tick);
+  document.addEventListener("DOMContentLoaded", function () {
+    (page.dataset.events === "true" ? follow : tick)();
+    if (page.dataset.preflight === "true") { readPreflight(); }
+  });
 })();

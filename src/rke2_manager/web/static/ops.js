@@ -16,6 +16,14 @@
     });
   }
   function onBusy(form) { return form.elements.queue && form.elements.queue.checked ? "queue" : "reject"; }
+  function skips(form) {  // "&skip_preflight=a&skip_preflight=b" for the ticked checks
+    return Array.prototype.filter.call(form.querySelectorAll("input[name=skip]"), function (b) {
+      return b.checked;
+    }).map(function (b) { return "&skip_preflight=" + encodeURIComponent(b.value); }).join("");
+  }
+  function nodePath(form) {
+    return "/api/clusters/" + cid + "/nodes/" + encodeURIComponent(value(form, "hostname"));
+  }
   function value(form, name) { var f = form.elements[name]; return f ? f.value.trim() : ""; }
   function local(detail) { return { ok: false, status: 0, data: { detail: detail } }; }
 
@@ -57,11 +65,30 @@
       }];
     },
     install: function (form) {
-      return ["POST", "/api/jobs/install/" + cid + "?on_busy=" + onBusy(form), undefined, accepted];
+      return ["POST", "/api/jobs/install/" + cid + "?on_busy=" + onBusy(form) + skips(form),
+        undefined, accepted];
     },
     add: function (form) {
-      return ["POST", "/api/clusters/" + cid + "/scale/add?on_busy=" + onBusy(form),
+      return ["POST", "/api/clusters/" + cid + "/scale/add?on_busy=" + onBusy(form) + skips(form),
         { nodes: lines(form.elements.nodes.value) }, accepted];
+    },
+    preflight: function (form) {
+      return ["POST", "/api/clusters/" + cid + "/preflight?on_busy=" + onBusy(form) + skips(form),
+        undefined, accepted];
+    },
+    forget: function (form) {
+      var confirm = form.elements.confirm.checked ? "true" : "false";
+      return ["DELETE", nodePath(form) + "?confirm_master_removal=" + confirm + "&on_busy=" +
+        onBusy(form), undefined, accepted];
+    },
+    "edit-node": function (form) {
+      if (!value(form, "hostname")) { return local("No node is PENDING: only those can be changed."); }
+      var body = {};
+      if (value(form, "new_hostname")) { body.hostname = value(form, "new_hostname"); }
+      if (value(form, "new_ip")) { body.ip = value(form, "new_ip"); }
+      return ["PATCH", nodePath(form), body, function (n) {
+        return R.el("p", "ok", "Node " + n.hostname + " (" + n.ip + ") saved.");
+      }];
     },
     remove: function (form) {
       var names = Array.prototype.filter.call(form.querySelectorAll("input[name=node]"),
@@ -93,6 +120,7 @@
       var body = { version: value(form, "version"), drain: form.elements.drain.checked,
         agent_concurrency: Number(value(form, "agent_concurrency") || 1) };
       if (value(form, "artifact_dir")) { body.artifact_dir = value(form, "artifact_dir"); }
+      if (value(form, "skip")) { body.skip = value(form, "skip").split(/[\s,]+/).filter(Boolean); }
       return ["POST", "/api/clusters/" + cid + "/upgrade?on_busy=" + onBusy(form), body, accepted];
     },
     snapshot: function (form) {
@@ -101,25 +129,98 @@
     },
     restore: function (form) {
       var confirm = form.elements.confirm.checked ? "true" : "false";
-      return ["POST", "/api/clusters/" + cid + "/restore?confirm_restore=" + confirm,
-        { snapshot: value(form, "snapshot") }, accepted];
+      return ["POST", "/api/clusters/" + cid + "/restore?confirm_restore=" + confirm + "&on_busy=" +
+        onBusy(form), { snapshot: value(form, "snapshot") }, accepted];
     },
   };
 
-  document.querySelectorAll("form.op").forEach(function (form) {
-    form.addEventListener("submit", async function (event) {
-      event.preventDefault();
-      var box = form.querySelector(".result");
-      var request = ops[form.dataset.op](form);
-      if (!Array.isArray(request)) { R.show(box, request); return; }
-      var button = form.querySelector("button[type=submit]");
-      button.disabled = true;
-      box.replaceChildren(R.el("p", "hint", "Sending…"));
-      var res = await R.api(request[0], request[1], request[2]);
-      button.disabled = false;
-      R.show(box, res, request[3]);
+  // A dry run's plan: accepted or refused (with the exact message), the jobs in order, each
+  // guardrail's verdict.
+  function plan(data) {
+    var box = R.el("div", "plan");
+    if (data.would_succeed) {
+      box.appendChild(R.el("p", "ok", "Would be accepted: " + (data.status === "queued"
+        ? "queued at position " + data.position : "starts at once") + ". Nothing was changed."));
+    } else {
+      var refused = R.el("p", "problem", data.refusal.detail);
+      refused.dataset.status = data.refusal.status;
+      box.appendChild(R.el("p", "hint", "Would be refused (" + data.refusal.status + "). Nothing was changed."));
+      box.appendChild(refused);
+    }
+    var list = R.el("ol", "plan-jobs");
+    data.jobs.forEach(function (j) {
+      list.appendChild(R.el("li", null, j.operation + " on " + j.nodes.map(function (n) {
+        return n.hostname; }).join(", ") + " (" + j.status +
+        (j.waits_for ? ", after step " + j.waits_for : "") + ")"));
     });
+    if (data.jobs.length) { box.appendChild(list); }
+    data.guardrails.forEach(function (g) {
+      box.appendChild(R.el("p", "verdict " + g.verdict, g.guardrail + ": " + g.verdict +
+        (g.messages.length ? " — " + g.messages.join(" ") : "")));
+    });
+    return box;
+  }
+
+  async function send(form, preview) {
+    var box = form.querySelector(".result");
+    var request = ops[form.dataset.op](form);
+    if (!Array.isArray(request)) { R.show(box, request); return; }
+    var url = request[1];
+    if (preview) { url += (url.indexOf("?") >= 0 ? "&" : "?") + "dry_run=true"; }
+    var buttons = form.querySelectorAll("button");
+    buttons.forEach(function (b) { b.disabled = true; });
+    box.replaceChildren(R.el("p", "hint", preview ? "Planning…" : "Sending…"));
+    var res = await R.api(request[0], url, request[2]);
+    buttons.forEach(function (b) { b.disabled = false; });
+    R.show(box, res, preview ? plan : request[3]);
+  }
+
+  document.querySelectorAll("form.op").forEach(function (form) {
+    form.addEventListener("submit", function (event) { event.preventDefault(); send(form, false); });
+    var preview = form.querySelector("[data-preview]");
+    if (preview) { preview.addEventListener("click", function () { send(form, true); }); }
   });
+
+  // The snapshots the servers last listed, with delete and restore-this buttons.
+  var snapshots = document.querySelector("[data-cluster-snapshots]");
+  async function listSnapshots() {
+    var res = await R.api("GET", "/api/clusters/" + cid + "/snapshots");
+    var body = snapshots.querySelector("tbody");
+    if (!res.ok) { R.show(snapshots.querySelector(".result"), res); return; }
+    body.replaceChildren.apply(body, res.data.snapshots.map(function (s) {
+      var tr = document.createElement("tr");
+      [s.name, s.node, s.size === null ? "" : s.size, s.taken_at || ""].forEach(function (v) {
+        tr.appendChild(R.el("td", null, v));
+      });
+      var td = R.el("td");
+      var use = R.el("button", "small", "Restore…");
+      use.type = "button";
+      use.dataset.restoreSnapshot = s.name;
+      var del = R.el("button", "small danger", "Delete");
+      del.type = "button";
+      del.dataset.deleteSnapshot = s.name;
+      td.append(use, " ", del);
+      tr.appendChild(td);
+      return tr;
+    }));
+    if (!res.data.snapshots.length) { body.appendChild(R.el("tr", "hint")).appendChild(R.el("td", null, "None listed yet.")); }
+  }
+  if (snapshots) {
+    listSnapshots();
+    snapshots.addEventListener("click", async function (event) {
+      var restore = event.target.closest("[data-restore-snapshot]");
+      var del = event.target.closest("[data-delete-snapshot]");
+      if (restore) {
+        var form = document.getElementById("restore-form");
+        form.elements.snapshot.value = restore.dataset.restoreSnapshot;
+        form.scrollIntoView();
+      } else if (del) {
+        var res = await R.api("DELETE", "/api/clusters/" + cid + "/snapshots/" +
+          encodeURIComponent(del.dataset.deleteSnapshot));
+        R.show(snapshots.querySelector(".result"), res, accepted);
+      }
+    });
+  }
 
   // Removal of servers needs the explicit confirmation: show it, naming them, when one is picked.
   var remove = document.getElementById("remove-form");
