@@ -7,12 +7,10 @@ Every change is a job under the cluster's lock (202 with the job; 409 while busy
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Path, Query
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
 
 from rke2_manager.api import problems
 from rke2_manager.api.auth import VIEWER, OperatorActor
@@ -29,67 +27,15 @@ from rke2_manager.models import NodeRole, NodeStatus
 from rke2_manager.operations import plan
 from rke2_manager.operations.plan import DryRunQuery
 from rke2_manager.operations.router import ACCEPTED, OnBusyQuery, _fail_fast_if_busy
-from rke2_manager.validation import StrictModel
+from rke2_manager.operations.snapshot_schemas import (
+    FULL_NAME_PATTERN,
+    RestoreIn,
+    SnapshotIn,
+    SnapshotsOut,
+    snapshots_out,
+)
 
 router = APIRouter(tags=["snapshots"])
-
-#: A name to save a snapshot under: it becomes part of a file name on the servers.
-NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"
-#: A full snapshot name as listed (``<name>-<node>-<unix time>``, maybe ``.zip``).
-FULL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$"
-FullName = Annotated[
-    str,
-    Field(
-        max_length=255,
-        pattern=FULL_NAME_PATTERN,
-        description="A snapshot's full name, as GET …/snapshots lists it",
-        examples=["before-change-m1-1764680000"],
-    ),
-]
-
-
-class SnapshotIn(StrictModel):
-    """A snapshot to save."""
-
-    name: Annotated[str, Field(min_length=1, max_length=40, pattern=NAME_PATTERN)] = Field(
-        description="1 to 40 characters: lowercase letters, digits and inner '-'. RKE2 saves "
-        "the snapshot as <name>-<node>-<unix time>",
-        examples=["before-change"],
-    )
-
-
-class RestoreIn(StrictModel):
-    """The snapshot to restore."""
-
-    snapshot: FullName
-
-
-class SnapshotOut(BaseModel):
-    name: str = Field(description="Full name, as RKE2 lists it", examples=["pre-x-m1-1764680000"])
-    node: str = Field(description="The server that holds it", examples=["m1"])
-    size: int | None = Field(description="Bytes, as listed", examples=[5238816])
-    taken_at: datetime | None = Field(description="When RKE2 says it was created")
-    location: str = Field(
-        description="Where RKE2 says it is", examples=["file:///var/lib/rancher/rke2/server/db/…"]
-    )
-
-
-class ServerListOut(BaseModel):
-    node: str = Field(description="A server of the cluster", examples=["m1"])
-    listed_at: datetime | None = Field(
-        description="When its snapshots were last listed (by a job); null: never, so its "
-        "snapshots are unknown"
-    )
-    job_id: int | None = Field(description="The job that listed them", examples=[42])
-
-
-class SnapshotsOut(BaseModel):
-    """The cluster's snapshots as each server last listed them: not read live from the
-    nodes. Every job that saves, deletes or restores a snapshot, or removes a server, lists
-    the snapshots of the servers it reaches."""
-
-    snapshots: list[SnapshotOut]
-    servers: list[ServerListOut]
 
 
 def _answer(accepted: Accepted, ctx: CtxDep, tasks: BackgroundTasks) -> OperationAccepted:
@@ -141,22 +87,7 @@ def list_snapshots(cluster_id: ClusterId, session: ReadSessionDep) -> SnapshotsO
     servers = [
         n for n in cluster.nodes if n.role == NodeRole.SERVER and n.status != NodeStatus.PENDING
     ]
-    return SnapshotsOut(
-        snapshots=[
-            SnapshotOut(
-                name=s.name, node=n.hostname, size=s.size, taken_at=s.taken_at, location=s.location
-            )
-            for n, s in rows
-        ],
-        servers=[
-            ServerListOut(
-                node=n.hostname,
-                listed_at=lists[n.id].listed_at if n.id in lists else None,
-                job_id=lists[n.id].job_id if n.id in lists else None,
-            )
-            for n in servers
-        ],
-    )
+    return snapshots_out(servers, rows, lists)
 
 
 @router.delete(
@@ -167,7 +98,15 @@ def list_snapshots(cluster_id: ClusterId, session: ReadSessionDep) -> SnapshotsO
 )
 def delete_snapshot(
     cluster_id: ClusterId,
-    name: Annotated[str, Path(max_length=255, pattern=FULL_NAME_PATTERN)],
+    name: Annotated[
+        str,
+        Path(
+            max_length=255,
+            pattern=FULL_NAME_PATTERN,
+            description="The snapshot's full name, as GET …/snapshots lists it",
+            examples=["before-change-m1-1764680000"],
+        ),
+    ],
     read: ReadSessionDep,
     ctx: CtxDep,
     actor: OperatorActor,
