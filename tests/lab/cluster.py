@@ -159,3 +159,32 @@ def node_json(lab: Lab, host: str, node: str) -> dict[str, Any]:
         raise AssertionError(f"kubectl get node {node} on {host} failed: {out.stderr}")
     node_obj: dict[str, Any] = json.loads(out.stdout)
     return node_obj
+
+
+def start_cluster(lab: Lab, artifact: Path, servers: list[str], agents: list[str]) -> str:
+    """Install artifact on every host, start servers (the first bootstraps with token s3cret,
+    the others join it), then agents; return the cluster token."""
+    first = lab.host(servers[0]).ip
+    tok = ""
+    for name in servers + agents:
+        role = "server" if name in servers else "agent"
+        push_artifact(lab, name, artifact)
+        res = install(lab, name, role)
+        if not res.ok:
+            raise AssertionError(f"install on {name} failed: {res.stderr}")
+        cfg: dict[str, object] = {"token": tok or "s3cret"}
+        if name != servers[0]:
+            cfg["server"] = f"https://{first}:9345"
+        write_config(lab, name, cfg)
+        if not start(lab, name, role).ok:
+            raise AssertionError(f"rke2-{role} did not start on {name}")
+        tok = tok or token(lab, servers[0])
+    return tok
+
+
+def etcd_member_nodes(lab: Lab, host: str) -> list[str]:
+    """Node names of the etcd members, from the JSON gateway on host (sorted)."""
+    status, body = etcd_call(lab, host, "/v3/cluster/member/list", {})
+    if status != 200:
+        raise AssertionError(f"member list on {host}: {status} {body}")
+    return sorted(m["name"].rsplit("-", 1)[0] for m in body["members"])
