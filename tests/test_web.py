@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 from markupsafe import escape
 
 from rke2_manager.db import Database
+from rke2_manager.models import Job, Node
 from rke2_manager.web.render import PAGE_CSP
 from tests.factories import lock_cluster, make_cluster
 
@@ -137,8 +138,6 @@ def test_page_values_are_escaped(client: TestClient, db: Database) -> None:
     """A node's reason is caller- and host-controlled text: it is escaped, never markup."""
     cluster_id = make_cluster(db, "prod", NODES)
     with db.transaction() as s:
-        from rke2_manager.models import Node
-
         node = s.query(Node).filter_by(hostname="w1").one()
         node.status_reason = "<script>alert(1)</script>"
     page = client.get(f"/ui/clusters/{cluster_id}").text
@@ -172,3 +171,68 @@ def test_docs_pages_load_every_file_from_the_service(client: TestClient) -> None
     assert client.get("/openapi.json").status_code == 200
     # Swagger UI's online validator would send the schema to a public site: off
     assert "validatorUrl: null" in client.get("/ui/static/docs-swagger.js").text
+
+
+def forms(page: str) -> dict[str, str]:
+    """Each operation form of a page: its id -> its HTML."""
+    return dict(
+        re.findall(
+            r'<form class="card op" data-op="[^"]+" id="([^"]+)".*?>(.*?)</form>', page, re.S
+        )
+    )
+
+
+def test_every_operation_has_a_form_and_previews_where_the_api_plans(
+    client: TestClient, db: Database
+) -> None:
+    cluster_id = make_cluster(db, "prod", NODES)
+    page = client.get(f"/ui/clusters/{cluster_id}").text
+    found = forms(page)
+    day2 = {"preflight-form", "upgrade-form", "snapshot-form", "restore-form", "forget-form"}
+    assert set(found) == {
+        "install-form", "add-form", "remove-form", "unlock-form", "delete-form",
+        "edit-node-form", *day2,
+    }  # fmt: skip
+    planned = {form for form, body in found.items() if "data-preview" in body}
+    paths = client.get("/openapi.json").json()["paths"]
+    takes_dry_run = {
+        form
+        for form, (method, path) in {
+            "install-form": ("post", "/api/jobs/install/{cluster_id}"),
+            "add-form": ("post", "/api/clusters/{cluster_id}/scale/add"),
+            "remove-form": ("post", "/api/clusters/{cluster_id}/scale/remove"),
+            "preflight-form": ("post", "/api/clusters/{cluster_id}/preflight"),
+            "upgrade-form": ("post", "/api/clusters/{cluster_id}/upgrade"),
+            "snapshot-form": ("post", "/api/clusters/{cluster_id}/snapshots"),
+            "restore-form": ("post", "/api/clusters/{cluster_id}/restore"),
+            "forget-form": ("delete", "/api/clusters/{cluster_id}/nodes/{hostname}"),
+        }.items()
+        if any(p["name"] == "dry_run" for p in paths[path][method].get("parameters", []))
+    }
+    assert {"install-form", "add-form", "remove-form"} <= takes_dry_run
+    assert planned == takes_dry_run
+    # the preflight checks a job may skip are offered where preflight runs
+    for form in ("install-form", "add-form", "preflight-form"):
+        assert 'name="skip" value="swap"' in found[form], form
+    # only PENDING nodes can be fixed
+    edit = found["edit-node-form"]
+    assert '<option value="w1">' in edit and '<option value="m1">' not in edit
+    assert "appear here once it does" not in page  # every day-2 route is served
+
+
+def test_preflight_results_are_shown_for_the_jobs_that_run_checks(
+    client: TestClient, db: Database
+) -> None:
+    cluster_id = make_cluster(db, "prod", [("m1", "127.0.10.1", "server", "PENDING")])
+    r = client.post(f"/api/clusters/{cluster_id}/preflight")
+    assert r.status_code == 202, r.text
+    page = client.get(f"/ui/jobs/{r.json()['job_id']}").text
+    assert 'data-preflight="true"' in page and '<section id="preflight">' in page
+    other = make_cluster(db, "other", [("m1", "127.0.11.1", "server", "ACTIVE")])
+    with db.transaction() as s:
+        job = Job(cluster_id=other, operation="scale_remove_workers", status="failed")
+        s.add(job)
+        s.flush()
+        job_id = job.id
+    page = client.get(f"/ui/jobs/{job_id}").text
+    assert 'data-preflight="false"' in page and '<section id="preflight">' not in page

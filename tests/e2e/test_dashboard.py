@@ -233,3 +233,49 @@ def test_docs_pages_in_a_browser_with_the_network_cut_off(
         page.goto(f"{url}/ui/")
         page.locator("h1").wait_for(timeout=30_000)
         assert tried == []
+
+
+def test_previews_and_a_pending_node_fix_in_a_browser(
+    browser: Browser, settings: Settings, db: Database, prober: FakeProber
+) -> None:
+    """The dry-run preview shows the plan (or the exact refusal) and changes nothing; a
+    PENDING node's IP is fixed from its form and the node table follows."""
+    app = create_app(settings, prober=prober, run_migrations=False, start_worker=False)
+    cluster_id = make_cluster(
+        db,
+        "prod",
+        [("m1", "127.0.30.1", "server", "PENDING"), ("w1", "127.0.30.2", "agent", "PENDING")],
+    )
+    with live_server(app) as url:
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(f"{url}/ui/clusters/{cluster_id}")
+        page.click("#install-form [data-preview]")
+        plan = page.locator("#install-form .result .plan")
+        plan.wait_for(timeout=30_000)
+        assert plan.locator("p.ok").inner_text() == (
+            "Would be accepted: starts at once. Nothing was changed."
+        )
+        assert plan.locator("ol li").all_inner_texts() == ["install on m1, w1 (running)"]
+        page.fill("#add-nodes", "w2 127.0.30.3 agent")
+        page.click("#add-form [data-preview]")
+        refused = page.locator("#add-form .result .plan p.problem")
+        refused.wait_for(timeout=30_000)
+        assert refused.inner_text() == (
+            "Initial master 'm1' is not active (status: PENDING). Cannot add nodes."
+        )
+        shot(page, "8-dry-run-previews")
+        with db.read_session() as s:
+            assert s.query(Job).count() == 0  # previews start nothing
+
+        page.select_option("#edit-node", "w1")
+        page.fill("#edit-ip", "127.0.30.9")
+        page.click("#edit-node-form button[type=submit]")
+        saved = page.locator("#edit-node-form .result p.ok")
+        saved.wait_for(timeout=30_000)
+        assert saved.inner_text() == "Node w1 (127.0.30.9) saved."
+        expect(page.locator('tr[data-node="w1"]')).to_contain_text("127.0.30.9", timeout=30_000)
+        page.fill("#edit-ip", "127.0.30.1")  # m1's: G4 refuses, inline
+        page.click("#edit-node-form button[type=submit]")
+        problem = page.locator("#edit-node-form .result p.problem")
+        problem.wait_for(timeout=30_000)
+        assert problem.inner_text() == "Node with IP '127.0.30.1' already exists in cluster"
