@@ -215,3 +215,34 @@ def test_g5_refuses_through_the_api_on_a_lab_cluster(
         assert r.json()["type"] == "urn:rke2-manager:guardrail"
         assert r.json()["detail"] == message
     assert standin.rke2_version(lab, "m1") == V132
+
+
+def test_g5_on_the_nodes_when_their_versions_are_not_recorded(
+    api: Api, make_lab: Callable[[list[str]], Lab], rke2_upgrade_artifact: Path
+) -> None:
+    """Installed from an artifact set without a version: the API can only warn, the job reads
+    what the nodes run and refuses before any snapshot or change, with G5's message."""
+    lab = make_lab(["m1"])
+    cid = api.create_cluster("upg5n", lab, [("m1", "server")])
+    api.succeed(api.install(cid), timeout=300)
+    before = ready_since(lab, "m1", "server")
+    body = upgrade(api, cid, rke2_upgrade_artifact, version="v1.33.0+rke2r1")
+    assert "is not recorded" in body["warnings"][0]
+    job = api.wait(body["job_id"], timeout=300)
+    assert job["status"] == "failed"
+    assert job["reason"] == (
+        "m1: task 'Check the version skew (G5) against what the node runs' failed: Cannot "
+        "upgrade RKE2 from v1.31.4+rke2r1 to v1.33.0+rke2r1 (node 'm1'): at most one minor "
+        "version at a time. Upgrade to a v1.32 release first."
+    )
+    assert job["snapshot"] is None and snapshot_files(lab, "m1") == {}
+    assert ready_since(lab, "m1", "server") == before
+    assert versions(lab, ["m1"]) == {"m1": (V131, V131)}
+    # the node was not changed, so it stays ACTIVE; what it runs is recorded now
+    [node] = api.cluster(cid)["nodes"]
+    assert (node["status"], node["status_reason"], node["rke2_version"]) == ("ACTIVE", None, V131)
+    # and now the API refuses it itself
+    r = api.client.post(f"/api/clusters/{cid}/upgrade", json={"version": "v1.33.0+rke2r1"})
+    assert r.status_code == 400 and r.json()["detail"].startswith(
+        "Cannot upgrade RKE2 from v1.31.4+rke2r1 to v1.33.0+rke2r1 (node 'm1')"
+    )
