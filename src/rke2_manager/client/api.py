@@ -55,6 +55,16 @@ class Api:
             raise Unavailable(f"cannot reach the API at {self.target.url}: {exc}") from None
         return decode(response)
 
+    def text(self, path: str) -> str:
+        """The body of a 2xx answer that is not JSON (a kubeconfig)."""
+        try:
+            response = self.http.get(path)
+        except httpx.HTTPError as exc:
+            raise Unavailable(f"cannot reach the API at {self.target.url}: {exc}") from None
+        if response.status_code >= 400:
+            decode(response)
+        return response.text
+
     def get(self, path: str, **params: Any) -> Any:
         return self.request("GET", path, params=params)
 

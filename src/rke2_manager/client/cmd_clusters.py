@@ -21,6 +21,7 @@ from rke2_manager.client.common import (
     emit_json,
     out,
 )
+from rke2_manager.client.errors import Refused
 
 cluster_app = typer.Typer(
     help="Clusters: list, show, create, delete, kubeconfig.", no_args_is_help=True
@@ -133,12 +134,8 @@ def cluster_kubeconfig(cluster: ClusterArg, url: UrlOpt = None, token: TokenOpt 
     """Print the cluster's kubeconfig (admin role)."""
     with client(url, token) as api:
         cid = api.cluster_id(cluster)
-        response = api.http.get(f"/api/clusters/{cid}/kubeconfig")
-        if response.status_code >= 400:
-            from rke2_manager.client.api import decode
-
-            decode(response)
-    print(response.text, end="")
+        text = api.text(f"/api/clusters/{cid}/kubeconfig")
+    print(text, end="")
 
 
 @node_app.command("list")
@@ -246,9 +243,7 @@ def force_unlock(
         cid = api.cluster_id(cluster)
         holder = job or api.get(f"/api/clusters/{cid}/lock")["current_job_id"]
         if holder is None:
-            from rke2_manager.client.errors import ApiError
-
-            raise ApiError(409, {"detail": f"Cluster '{cluster}' is not locked"})
+            raise Refused(f"cluster {cluster} is not locked")
         confirm(f"Stop job {holder} and free the lock of cluster {cluster}?", yes)
         ended = api.post(
             f"/api/admin/clusters/{cid}/force-unlock", {"job_id": holder, "reason": reason}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from rke2_manager.client import apply, cmd_clusters, cmd_jobs
+from rke2_manager.client import apply, cmd_clusters, cmd_day2, cmd_jobs
 
 
 def register(app: typer.Typer) -> None:
@@ -15,11 +15,11 @@ def register(app: typer.Typer) -> None:
     app.add_typer(cmd_clusters.node_app, name="node")
     app.command("install")(cmd_jobs.install)
     app.add_typer(cmd_jobs.scale_app, name="scale")
-    app.command("upgrade")(cmd_jobs.upgrade)
-    app.add_typer(cmd_jobs.snapshot_app, name="snapshot")
-    app.command("restore")(cmd_jobs.restore)
+    app.command("upgrade")(cmd_day2.upgrade)
+    app.add_typer(cmd_day2.snapshot_app, name="snapshot")
+    app.command("restore")(cmd_day2.restore)
     app.add_typer(cmd_jobs.job_app, name="job")
     app.command("logs")(cmd_jobs.logs)
     app.command("lock")(cmd_clusters.lock)
     app.command("force-unlock")(cmd_clusters.force_unlock)
-    app.add_typer(cmd_jobs.api_token_app, name="api-token")
+    app.add_typer(cmd_day2.api_token_app, name="api-token")

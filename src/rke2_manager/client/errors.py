@@ -43,6 +43,12 @@ class OperationFailed(ClientError):
     code = FAILED
 
 
+class Refused(ClientError):
+    """Refused before anything was asked of the API (e.g. a plan's first step)."""
+
+    code = REFUSED
+
+
 class ApiError(ClientError):
     """A problem-details answer from the API; ``message`` is its ``detail``."""
 

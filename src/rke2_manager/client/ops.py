@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import typer
 from rich.console import Console
 
 from rke2_manager.client.api import Api
-from rke2_manager.client.common import Output, emit_json, err, out
+from rke2_manager.client.common import Output, client, confirm, emit_json, err, out
 from rke2_manager.client.errors import FAILED, OK, REFUSED
 from rke2_manager.client.progress import summary, watch
 
@@ -95,3 +96,37 @@ def run(
         emit_json({"accepted": accepted, "jobs": ended})
     ok = len(ended) == len(jobs) and all(j["status"] == "succeeded" for j in ended)
     return OK if ok else FAILED
+
+
+def command(
+    url: str | None,
+    token: str | None,
+    cluster: str,
+    path: str,
+    body: Any,
+    params: dict[str, Any],
+    *,
+    what: str,
+    output: Output,
+    dry_run: bool = False,
+    detach: bool = False,
+    ask: str | None = None,
+    yes: bool = False,
+) -> None:
+    """A whole job-starting command: ``path`` names the cluster ``{cid}``; ``ask``, when
+    given, is confirmed first (not for a dry run). Ends with the exit status of :func:`run`."""
+    with client(url, token) as api:
+        cid = api.cluster_id(cluster)
+        if ask is not None and not dry_run:
+            confirm(ask, yes)
+        code = run(
+            api,
+            path.format(cid=cid),
+            body,
+            params,
+            what=what,
+            dry_run=dry_run,
+            detach=detach,
+            output=output,
+        )
+    raise typer.Exit(code)
