@@ -323,8 +323,9 @@ def test_a_skipped_node_keeps_the_clusters_version(
     assert cluster_version(db) == (None, None)  # not every node runs it
 
 
+@pytest.mark.parametrize("status", ["failed", "canceled"])
 def test_a_retry_needs_the_same_version_right_after_the_failed_upgrade(
-    client: TestClient, db: Database
+    client: TestClient, db: Database, status: str
 ) -> None:
     cid = cluster(db, m2="FAILED")
     with db.transaction() as s:
@@ -332,7 +333,7 @@ def test_a_retry_needs_the_same_version_right_after_the_failed_upgrade(
             Job(
                 cluster_id=cid,
                 operation="upgrade",
-                status="failed",
+                status=status,
                 targets=[{"id": None, "hostname": "m2", "ip": "127.0.40.2", "role": "server"}],
                 params={"version": "v1.32.0+rke2r1"},
                 finished_at=utcnow(),
@@ -343,3 +344,25 @@ def test_a_retry_needs_the_same_version_right_after_the_failed_upgrade(
     r = upgrade(client, cid, version="v1.32.0+rke2r1")
     assert r.status_code == 202
     assert "it is upgraded again" in r.json()["warnings"][0]
+
+
+def test_no_retry_once_another_job_ran_since(client: TestClient, db: Database) -> None:
+    cid = cluster(db, m2="FAILED")
+    m2 = {"id": None, "hostname": "m2", "ip": "127.0.40.2", "role": "server"}
+    with db.transaction() as s:
+        for operation, params in (("upgrade", {"version": V132}), ("install", {})):
+            s.add(
+                Job(
+                    cluster_id=cid,
+                    operation=operation,
+                    status="failed",
+                    targets=[m2],
+                    params=params,
+                    finished_at=utcnow(),
+                )
+            )
+    r = upgrade(client, cid)
+    assert r.status_code == 400
+    assert r.json()["detail"] == (
+        "Node 'm2' is not active (status: FAILED). Cannot upgrade unless it is named in skip."
+    )

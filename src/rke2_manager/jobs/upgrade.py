@@ -89,12 +89,13 @@ class UpgradeRequest:
             if name not in names:
                 raise NotFound(f"Node '{name}' (in skip) not found in cluster '{cluster.name}'")
         last = _last_job(cluster)
-        # A re-run right after an upgrade to this version stopped retries the nodes it failed.
+        # A re-run right after an upgrade to this version stopped (failed, or was canceled: a node
+        # it cut off mid-upgrade is FAILED, state unknown) retries the nodes it left FAILED.
         retried = (
             {t["hostname"] for t in last.targets}
             if last is not None
             and last.operation == Operation.UPGRADE
-            and last.status == JobStatus.FAILED
+            and last.status in (JobStatus.FAILED, JobStatus.CANCELED)
             and (last.params or {}).get("version") == self.version
             else set()
         )
