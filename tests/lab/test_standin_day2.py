@@ -164,3 +164,18 @@ def test_etcd_api_and_node_finalizers(lab_factory: LabFactory, rke2_artifact: Pa
     assert res.ok and res.stdout == 'node "m2" deleted\n'
     assert set(cluster.node_status(lab, "m1")) == {"m1"}
     assert cluster.etcd_members(lab, "m1") == {"m1": ips["m1"]}
+
+    # the last member cannot be removed (etcd): its Node stays, deleting, for ever
+    status, body = cluster.etcd_call(
+        lab, "m1", "/v3/cluster/member/remove", {"ID": members["m1"]["ID"]}
+    )
+    not_enough = "etcdserver: re-configuration failed due to not enough started members"
+    assert (status, body) == (400, {"error": not_enough, "code": 9, "message": not_enough})
+    res = cluster.kubectl(lab, "m1", "delete node m1 --timeout=3s")
+    assert res.rc == 1 and res.stdout == 'node "m1" deleted\n'
+    assert res.stderr == "error: timed out waiting for the condition on nodes/m1\n"
+    meta = cluster.node_json(lab, "m1", "m1")["metadata"]
+    assert "deletionTimestamp" in meta and meta["finalizers"] == [
+        "wrangler.cattle.io/managed-etcd-controller"
+    ]
+    assert cluster.etcd_member_nodes(lab, "m1") == ["m1"]

@@ -6,8 +6,9 @@ client.crt). Served through etcd's JSON gateway (grpc-gateway; uint64 fields as 
 strings, errors as ``{"error", "code" (gRPC), "message"}``):
 - ``POST /v3/cluster/member/list`` ``{}``: served from the local copy (not linearizable, like
   the gateway's default MemberListRequest), so it answers without quorum too.
-- ``POST /v3/cluster/member/remove`` ``{"ID": "<id>"}``: needs quorum; refuses to remove a
-  connected member when the rest would lack quorum (etcd's strict reconfig check).
+- ``POST /v3/cluster/member/remove`` ``{"ID": "<id>"}``: needs quorum; refuses to remove the
+  last member, or a connected member when the rest would lack quorum (etcd's strict reconfig
+  check).
 - ``GET /health``: ``{"health":"true","reason":""}``, or 503 with "false" without quorum.
 - ``GET /version``.
 """
@@ -75,8 +76,11 @@ class EtcdHandler(Handler):
         if node is None:
             self.grpc_error(5, "etcdserver: member not found")
             return
-        # etcd server.go mayRemoveMember (strict reconfig check): a member that is down may
-        # always go; removing a connected one must leave the active members a quorum.
+        # etcd server.go mayRemoveMember (strict reconfig check): never the last member; a
+        # member that is down may go; removing a connected one must leave the active a quorum.
+        if not rke2_members.removable(store.state):
+            self.grpc_error(9, rke2_members.NOT_ENOUGH_STARTED)
+            return
         active = {self.app.name, *store.peer_states()}
         voting = len(store.state["members"])
         if node in active and len(active) - 1 < 1 + (voting - 1) // 2:

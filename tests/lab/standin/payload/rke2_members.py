@@ -61,6 +61,15 @@ def by_id(state: dict[str, Any], member_id: str) -> str | None:
     return None
 
 
+NOT_ENOUGH_STARTED = "etcdserver: re-configuration failed due to not enough started members"
+
+
+def removable(state: dict[str, Any]) -> bool:
+    """etcd membership IsReadyToRemoveVotingMember: the members left (all started here) must
+    be a quorum of themselves, so the last member can never be removed."""
+    return len(state["members"]) - 1 >= 1
+
+
 def gateway_members(state: dict[str, Any]) -> list[dict[str, Any]]:
     """Members as etcd's JSON gateway shows them (IDs as decimal strings)."""
     out = []
@@ -86,11 +95,14 @@ def member_controller(app: Any) -> None:
     def finish(state: dict[str, Any]) -> list[str]:
         gone = []
         for name, node in list(state["nodes"].items()):
-            if node.get("deleting"):
-                ip = remove(state, name)
-                if ip:
-                    gone.append(ip)
-                del state["nodes"][name]
+            if not node.get("deleting"):
+                continue
+            if name in state["members"] and not removable(state):
+                raise RuntimeError(NOT_ENOUGH_STARTED)  # the last member: the Node stays
+            ip = remove(state, name)
+            if ip:
+                gone.append(ip)
+            del state["nodes"][name]
         return gone
 
     while True:
