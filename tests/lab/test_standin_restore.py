@@ -50,6 +50,10 @@ def test_etcd_snapshot_save_ls_delete(lab_factory: LabFactory, rke2_artifact: Pa
         "nodeName": "m2",
         "location": f"file://{SNAPSHOTS}/{name}",
     }
+    yaml = lab.run("m2", "rke2 etcd-snapshot ls --output yaml", check=True).stdout.splitlines()
+    assert yaml[:3] == ["apiVersion: v1", "items:", "- apiVersion: k3s.cattle.io/v1"]
+    assert f"    snapshotName: {name}" in yaml and f'    size: "{size}"' in yaml
+    assert yaml[-2:] == ["kind: List", "metadata: {}"]
     bad = lab.run("m2", "rke2 etcd-snapshot ls -o xml")
     assert bad.rc == 1 and 'msg="Error: invalid output format: xml"' in bad.stderr
 

@@ -122,14 +122,15 @@ def listing(node: str, folder: Path) -> dict[str, Any]:
                 },
                 "spec": {"snapshotName": p.name, "nodeName": node, "location": f"file://{p}"},
                 "status": {
-                    "size": str(p.stat().st_size),
-                    "creationTime": stamp,
                     "readyToUse": True,
+                    "creationTime": stamp,
+                    "size": str(p.stat().st_size),
                 },
             }
         )
     items.sort(key=lambda i: (i["status"]["creationTime"], i["spec"]["snapshotName"]))
-    return {"apiVersion": "v1", "kind": "List", "metadata": {}, "items": items}
+    # Go struct order (TypeMeta: kind, apiVersion; ListMeta; items), as json.Marshal writes it.
+    return {"kind": "List", "apiVersion": "v1", "metadata": {}, "items": items}
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -218,7 +219,7 @@ def print_list(body: dict[str, Any], fmt: str) -> None:
         print(json.dumps(body, indent=4))
         return
     if fmt == "yaml":
-        print(json.dumps(body, indent=2))  # JSON is YAML; the stand-in has no YAML writer
+        sys.stdout.write("".join(yaml_lines(body, 0)))
         return
     rows = [["Name", "Location", "Size", "Created"]]
     for i in body["items"]:
@@ -232,3 +233,36 @@ def print_list(body: dict[str, Any], fmt: str) -> None:
         sys.stdout.write(
             "".join(c.ljust(w + 1) for c, w in zip(r[:3], widths, strict=True)) + r[3] + "\n"
         )
+
+
+def yaml_scalar(value: Any) -> str:
+    """A scalar as sigs.k8s.io/yaml writes it: strings that would read as another type quoted."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    text = str(value)
+    plain = text and text[0].isalpha() and ": " not in text and not text.endswith(":")
+    if plain and text.lower() not in ("true", "false", "null", "yes", "no", "on", "off"):
+        return text
+    return json.dumps(text)
+
+
+def yaml_lines(obj: Any, indent: int) -> list[str]:
+    """Block YAML with sorted keys (kubectl's YAML printer); lists not indented under keys."""
+    pad, out = " " * indent, []
+    for key in sorted(obj):
+        value = obj[key]
+        if isinstance(value, dict) and value:
+            out += [f"{pad}{key}:\n", *yaml_lines(value, indent + 2)]
+        elif isinstance(value, list) and value:
+            out.append(f"{pad}{key}:\n")
+            for item in value:
+                inner = yaml_lines(item, indent + 2)
+                out += [f"{pad}- {inner[0].lstrip()}", *inner[1:]]
+        else:
+            empty = "{}" if isinstance(value, dict) else "[]" if isinstance(value, list) else None
+            out.append(f"{pad}{key}: {empty or yaml_scalar(value)}\n")
+    return out
