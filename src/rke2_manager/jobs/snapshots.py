@@ -48,17 +48,23 @@ def not_found(cluster: Cluster, name: str) -> NotFound:
 
 
 @dataclass(frozen=True)
-class SnapshotSaveRequest:
-    """Save a snapshot named ``name`` (validated by the API: a-z, 0-9, inner '-')."""
+class _NamedSnapshot:
+    """A request about one snapshot by name; it changes no node's status (no targets)."""
 
     name: str
-    operation = Operation.SNAPSHOT_SAVE
 
     def params(self) -> dict[str, Any]:
         return {"name": self.name}
 
     def planned_targets(self, cluster: Cluster) -> list[dict[str, Any]]:
         return []
+
+
+@dataclass(frozen=True)
+class SnapshotSaveRequest(_NamedSnapshot):
+    """Save a snapshot named ``name`` (validated by the API: a-z, 0-9, inner '-')."""
+
+    operation = Operation.SNAPSHOT_SAVE
 
     def check(self, view: ClusterView, probe: ProbeResult | None, policy: ProbePolicy) -> list[str]:
         save_server(view)
@@ -75,17 +81,10 @@ class SnapshotSaveRequest:
 
 
 @dataclass(frozen=True)
-class SnapshotDeleteRequest:
+class SnapshotDeleteRequest(_NamedSnapshot):
     """Delete the snapshot ``name`` (its full name, as listed) from every server holding it."""
 
-    name: str
     operation = Operation.SNAPSHOT_DELETE
-
-    def params(self) -> dict[str, Any]:
-        return {"name": self.name}
-
-    def planned_targets(self, cluster: Cluster) -> list[dict[str, Any]]:
-        return []
 
     def check(self, view: ClusterView, probe: ProbeResult | None, policy: ProbePolicy) -> list[str]:
         return []

@@ -7,6 +7,7 @@ Every change is a job under the cluster's lock (202 with the job; 409 while busy
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Path, Query
@@ -17,7 +18,8 @@ from rke2_manager.api.auth import VIEWER, OperatorActor
 from rke2_manager.api.deps import ClusterId, CtxDep, ReadSessionDep
 from rke2_manager.clusters.router import HostnamePath
 from rke2_manager.clusters.service import get_cluster
-from rke2_manager.jobs.create import Accepted
+from rke2_manager.db import WriteSession
+from rke2_manager.jobs.create import Accepted, OnBusy
 from rke2_manager.jobs.forget import start_forget
 from rke2_manager.jobs.restore import start_restore
 from rke2_manager.jobs.schemas import OperationAccepted, accepted_out
@@ -38,8 +40,22 @@ from rke2_manager.operations.snapshot_schemas import (
 router = APIRouter(tags=["snapshots"])
 
 
-def _answer(accepted: Accepted, ctx: CtxDep, tasks: BackgroundTasks) -> OperationAccepted:
-    out = accepted_out(accepted)
+def _start_job(
+    ctx: CtxDep,
+    read: ReadSessionDep,
+    tasks: BackgroundTasks,
+    cluster_id: int,
+    on_busy: OnBusy,
+    dry_run: bool,
+    start: Callable[[WriteSession], Accepted],
+) -> OperationAccepted | JSONResponse:
+    """A dry run's plan; else the busy shortcut (409), then ``start`` in one transaction
+    (which checks everything again under the row lock) and the workers woken."""
+    if dry_run:
+        return plan.answer_plan(ctx, cluster_id, start)
+    _fail_fast_if_busy(read, cluster_id, on_busy)
+    with ctx.db.transaction() as session:
+        out = accepted_out(start(session))
     tasks.add_task(ctx.wake_workers)
     return out
 
@@ -62,16 +78,15 @@ def save_snapshot(
 ) -> OperationAccepted | JSONResponse:
     """Save an etcd snapshot on one server (the initial master when ACTIVE); the job records
     its full name (``snapshot``) and every server's list."""
-    if dry_run:
-        return plan.answer_plan(
-            ctx,
-            cluster_id,
-            lambda s: start_snapshot_save(s, ctx.settings, cluster_id, body.name, actor, on_busy),
-        )
-    _fail_fast_if_busy(read, cluster_id, on_busy)
-    with ctx.db.transaction() as session:
-        accepted = start_snapshot_save(session, ctx.settings, cluster_id, body.name, actor, on_busy)
-        return _answer(accepted, ctx, tasks)
+    return _start_job(
+        ctx,
+        read,
+        tasks,
+        cluster_id,
+        on_busy,
+        dry_run,
+        lambda s: start_snapshot_save(s, ctx.settings, cluster_id, body.name, actor, on_busy),
+    )
 
 
 @router.get(
@@ -115,16 +130,15 @@ def delete_snapshot(
     dry_run: DryRunQuery = False,
 ) -> OperationAccepted | JSONResponse:
     """Delete a snapshot (full name, as listed) from every server whose list holds it."""
-    if dry_run:
-        return plan.answer_plan(
-            ctx,
-            cluster_id,
-            lambda s: start_snapshot_delete(s, ctx.settings, cluster_id, name, actor, on_busy),
-        )
-    _fail_fast_if_busy(read, cluster_id, on_busy)
-    with ctx.db.transaction() as session:
-        accepted = start_snapshot_delete(session, ctx.settings, cluster_id, name, actor, on_busy)
-        return _answer(accepted, ctx, tasks)
+    return _start_job(
+        ctx,
+        read,
+        tasks,
+        cluster_id,
+        on_busy,
+        dry_run,
+        lambda s: start_snapshot_delete(s, ctx.settings, cluster_id, name, actor, on_busy),
+    )
 
 
 @router.post(
@@ -152,20 +166,17 @@ def restore(
 ) -> OperationAccepted | JSONResponse:
     """Restore an etcd snapshot onto the cluster's servers (RKE2's cluster reset); every
     installed node restarts; a new kubeconfig is fetched."""
-    if dry_run:
-        return plan.answer_plan(
-            ctx,
-            cluster_id,
-            lambda s: start_restore(
-                s, ctx.settings, cluster_id, body.snapshot, confirm_restore, actor, on_busy
-            ),
-        )
-    _fail_fast_if_busy(read, cluster_id, on_busy)
-    with ctx.db.transaction() as session:
-        accepted = start_restore(
-            session, ctx.settings, cluster_id, body.snapshot, confirm_restore, actor, on_busy
-        )
-        return _answer(accepted, ctx, tasks)
+    return _start_job(
+        ctx,
+        read,
+        tasks,
+        cluster_id,
+        on_busy,
+        dry_run,
+        lambda s: start_restore(
+            s, ctx.settings, cluster_id, body.snapshot, confirm_restore, actor, on_busy
+        ),
+    )
 
 
 @router.delete(
@@ -190,17 +201,14 @@ def forget_node(
 ) -> OperationAccepted | JSONResponse:
     """Forget a node without contacting it: a PENDING node just goes; an installed one is
     removed from Kubernetes (and, a server, from etcd) through a live server. G2 for servers."""
-    if dry_run:
-        return plan.answer_plan(
-            ctx,
-            cluster_id,
-            lambda s: start_forget(
-                s, ctx.settings, cluster_id, hostname, confirm_master_removal, actor, on_busy
-            ),
-        )
-    _fail_fast_if_busy(read, cluster_id, on_busy)
-    with ctx.db.transaction() as session:
-        accepted = start_forget(
-            session, ctx.settings, cluster_id, hostname, confirm_master_removal, actor, on_busy
-        )
-        return _answer(accepted, ctx, tasks)
+    return _start_job(
+        ctx,
+        read,
+        tasks,
+        cluster_id,
+        on_busy,
+        dry_run,
+        lambda s: start_forget(
+            s, ctx.settings, cluster_id, hostname, confirm_master_removal, actor, on_busy
+        ),
+    )
