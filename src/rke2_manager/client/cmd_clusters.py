@@ -89,6 +89,8 @@ def cluster_show(
         f"  registration address: {found['registration_address'] or '(the initial master)'}",
         markup=False,
     )
+    if found["ssh"].get("public_key"):
+        out.print(f"  ssh public key: {found['ssh']['public_key'].strip()}", markup=False)
     out.print(f"  lock: {lock_text(found)}", markup=False)
     for q in queue:
         out.print(
