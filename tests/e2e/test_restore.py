@@ -9,8 +9,8 @@ import pytest
 from sqlalchemy import select
 
 from rke2_manager.db import Database
-from rke2_manager.models import Cluster
-from tests.e2e.support import Api
+from rke2_manager.models import Cluster, Node
+from tests.e2e.support import Api, host_config
 from tests.factories import TEST_BOX
 from tests.lab import cluster as standin
 from tests.lab.hosts import Lab
@@ -84,3 +84,47 @@ def test_restore_brings_the_cluster_back_to_the_snapshot(
     listed = api.client.get(f"/api/clusters/{cid}/snapshots").json()
     assert {s["job_id"] for s in listed["servers"]} == {job["id"]}
     assert {(s["name"], s["node"]) for s in listed["snapshots"]} >= {(snapshot, "m1")}
+
+
+def test_restore_from_a_server_that_is_not_the_initial_master(
+    api: Api, db: Database, make_lab: Callable[[list[str]], Lab]
+) -> None:
+    """The server holding the snapshot bootstraps the restored cluster: it becomes the initial
+    master and the old one rejoins through it (its config.yaml names it), never alone."""
+    lab = make_lab(["m1", "m2", "m3"])
+    cid = api.create_cluster("holder", lab, [("m1", "server"), ("m2", "server"), ("m3", "server")])
+    api.succeed(api.install(cid))
+    # while m1 was not ACTIVE, a snapshot was saved on the first ACTIVE server: m2
+    set_status(db, cid, "m1", "FAILED")
+    r = api.client.post(f"/api/clusters/{cid}/snapshots", json={"name": "on-m2"})
+    snapshot = api.succeed(r.json()["job_id"])["snapshot"]
+    assert re.fullmatch(r"on-m2-m2-\d+", snapshot), snapshot
+    set_status(db, cid, "m1", "ACTIVE")
+    assert standin.kubectl(lab, "m1", "create configmap after --from-literal=k=v").ok
+
+    r = api.client.post(
+        f"/api/clusters/{cid}/restore",
+        params={"confirm_restore": "true"},
+        json={"snapshot": snapshot},
+    )
+    assert r.status_code == 202, r.text
+    api.succeed(r.json()["job_id"], timeout=240)
+
+    masters = [n["hostname"] for n in api.cluster(cid)["nodes"] if n["is_initial_master"]]
+    assert masters == ["m2"]
+    assert "server" not in host_config(lab, "m2")[0]
+    for host in ("m1", "m3"):
+        assert host_config(lab, host)[0]["server"] == f"https://{lab.host('m2').ip}:9345"
+    for host in ("m1", "m2", "m3"):
+        assert not configmap(lab, host, "after")
+        assert set(standin.etcd_members(lab, host)) == {"m1", "m2", "m3"}
+        assert standin.node_status(lab, host) == {"m1": "Ready", "m2": "Ready", "m3": "Ready"}
+    assert api.nodes(cid) == {h: ("ACTIVE", None) for h in ("m1", "m2", "m3")}
+
+
+def set_status(db: Database, cid: int, hostname: str, status: str) -> None:
+    with db.transaction() as s:
+        node = s.scalars(
+            select(Node).where(Node.cluster_id == cid, Node.hostname == hostname)
+        ).one()
+        node.status = status
