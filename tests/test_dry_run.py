@@ -61,9 +61,11 @@ def test_scale_add_plan_is_what_the_call_does(client: TestClient, db: Database) 
     assert dump(client, db) == before
     assert plan["dry_run"] is True and plan["would_succeed"] is True
     assert plan["refusal"] is None
-    assert [(j["step"], j["status"], j["waits_for"]) for j in plan["jobs"]] == [
-        (1, "running", None),
-        (2, "queued", 1),
+    assert [
+        (j["step"], j["status"], j["waits_for"], j["preflight_skip"]) for j in plan["jobs"]
+    ] == [
+        (1, "running", None, []),
+        (2, "queued", 1, []),
     ]
     assert nodes(plan["jobs"]) == [
         ("scale_add_masters", [("m4", "127.0.30.4", "server")]),
@@ -80,6 +82,15 @@ def test_scale_add_plan_is_what_the_call_does(client: TestClient, db: Database) 
     real = client.post(f"/api/clusters/{cid}/scale/add", json=new)
     assert real.status_code == 202
     done = real.json()
+    # the jobs as stored, which the worker runs: same operations, nodes and order
+    with db.read_session() as s:
+        rows = s.scalars(select(Job).order_by(Job.id)).all()
+        stored = [
+            (j.operation, [(t["hostname"], t["ip"], t["role"]) for t in j.targets]) for j in rows
+        ]
+        assert stored == nodes(plan["jobs"])
+        assert rows[1].predecessor_id == rows[0].id  # step 2 waits for step 1
+        assert [j.status for j in rows] == [j["status"] for j in plan["jobs"]]
     assert nodes(done["jobs"]) == nodes(plan["jobs"])
     assert [j["status"] for j in done["jobs"]] == [j["status"] for j in plan["jobs"]]
     assert (done["status"], done["position"], done["sequenced"], done["warnings"]) == (
@@ -207,6 +218,7 @@ def test_remove_servers_g2(client: TestClient, db: Database) -> None:
     assert plan["would_succeed"] is True
     assert plan["guardrails"] == [{"guardrail": "G2", "verdict": "pass", "messages": []}]
     assert nodes(plan["jobs"]) == [("scale_remove_masters", [("m1", "127.0.30.1", "server")])]
+    assert plan["jobs"][0]["preflight_skip"] is None  # a removal runs no preflight checks
     real = client.post(url.replace("dry_run=true&", ""), json=refs)
     assert real.status_code == 202
     assert nodes(real.json()["jobs"]) == nodes(plan["jobs"])

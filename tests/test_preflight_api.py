@@ -99,7 +99,10 @@ def test_skip_preflight_reaches_install_and_both_g3_jobs(client: TestClient, db:
     ]
     url = f"/api/clusters/{other}/scale/add?skip_preflight=swap"
     plan = client.post(url + "&dry_run=true", json={"nodes": nodes}).json()
-    assert [j["operation"] for j in plan["jobs"]] == ["scale_add_masters", "scale_add_workers"]
+    assert [(j["operation"], j["preflight_skip"]) for j in plan["jobs"]] == [
+        ("scale_add_masters", ["swap"]),
+        ("scale_add_workers", ["swap"]),
+    ]
     r = client.post(url, json={"nodes": nodes})
     jobs = [job_row(db, j["id"]) for j in r.json()["jobs"]]
     assert [j.params["skip_preflight"] for j in jobs] == [["swap"], ["swap"]]

@@ -39,7 +39,7 @@ from rke2_manager.jobs.create import Accepted
 from rke2_manager.jobs.plan_preview import plan_session
 from rke2_manager.jobs.plans import InstallRequest
 from rke2_manager.jobs.schemas import JobNode
-from rke2_manager.models import NodeRole
+from rke2_manager.models import Job, NodeRole, Operation
 from rke2_manager.operations.plan_schemas import (
     GuardrailVerdict,
     OperationPlan,
@@ -107,6 +107,19 @@ def _reconcile(
     return out
 
 
+#: Operations whose jobs run the preflight checks before anything else.
+PREFLIGHT_FIRST = (
+    Operation.PREFLIGHT,
+    Operation.INSTALL,
+    Operation.SCALE_ADD_MASTERS,
+    Operation.SCALE_ADD_WORKERS,
+)
+
+
+def _preflight_skip(job: Job) -> list[str]:
+    return [str(c) for c in (job.params or {}).get("skip_preflight") or []]
+
+
 def _plan(
     cluster_id: int,
     accepted: Accepted | None,
@@ -135,6 +148,7 @@ def _plan(
             status=job.status,
             nodes=[JobNode(**t) for t in job.targets],
             waits_for=i if i else None,
+            preflight_skip=_preflight_skip(job) if job.operation in PREFLIGHT_FIRST else None,
         )
         for i, job in enumerate(jobs)
     ]

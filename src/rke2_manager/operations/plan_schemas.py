@@ -52,6 +52,11 @@ class PlannedJob(BaseModel):
         "before the agents' job); null when it waits for nothing but the lock",
         examples=[None, 1],
     )
+    preflight_skip: list[str] | None = Field(
+        description="null: the job runs no preflight checks; else it runs them on its nodes "
+        "before changing anything, and these (skip_preflight) do not stop it",
+        examples=[[], ["swap"]],
+    )
 
 
 class PlanRefusal(BaseModel):

@@ -15,7 +15,7 @@ from rke2_manager.api.deps import ClusterId, CtxDep, JobId, ReadSessionDep
 from rke2_manager.errors import NotFound
 from rke2_manager.jobs import preflight as service
 from rke2_manager.jobs.schemas import OperationAccepted, accepted_out
-from rke2_manager.models import Job, Operation
+from rke2_manager.models import Job
 from rke2_manager.operations import plan
 from rke2_manager.operations.router import (
     ACCEPTED,
@@ -25,12 +25,6 @@ from rke2_manager.operations.router import (
 )
 
 router = APIRouter(tags=["preflight"])
-PREFLIGHT_OPERATIONS = (
-    Operation.PREFLIGHT,
-    Operation.INSTALL,
-    Operation.SCALE_ADD_MASTERS,
-    Operation.SCALE_ADD_WORKERS,
-)
 
 
 class CheckOut(BaseModel):
@@ -127,7 +121,7 @@ def preflight_results(job_id: JobId, session: ReadSessionDep) -> PreflightOut:
     job = session.get(Job, job_id)
     if job is None:
         raise NotFound(f"Job {job_id} not found")
-    if job.operation not in PREFLIGHT_OPERATIONS:
+    if job.operation not in plan.PREFLIGHT_FIRST:
         raise NotFound(
             f"Job {job_id} ({job.operation}) ran no preflight checks: preflight, install and "
             "scale add jobs do"
