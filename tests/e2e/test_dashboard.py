@@ -59,9 +59,9 @@ def service(settings: Settings, db: Database, prober: FakeProber) -> Iterator[st
         yield url
 
 
-def shot(page: Page, name: str) -> None:
+def shot(page: Page, name: str, full_page: bool = True) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=full_page)
 
 
 def off_host(urls: list[str], origin: str) -> list[str]:
@@ -168,6 +168,13 @@ def test_operator_drives_an_install_from_the_dashboard(
     page.click("#cancel-job")
     expect(page.locator("#job-status")).to_have_text("canceled", timeout=WAIT_MS)
     page.locator("#cancel-job").wait_for(state="hidden")
+    expect(page.locator('#progress tr[data-host="m1"] td.task')).to_have_text("")
+    # the install ran its preflight checks first: their results, per host (stored at its end)
+    checks = page.locator('#preflight-table tbody tr[data-host="m1"]')
+    expect(checks.first).to_be_visible(timeout=30_000)
+    assert checks.count() >= 10
+    ssh = page.locator('#preflight-table tr[data-host="m1"][data-check="ssh"] td')
+    assert ssh.all_inner_texts()[2:4] == ["pass", "connected as root"]
     shot(page, "4-canceled")
     with db.read_session() as s:
         job = s.get(Job, job_id)
@@ -199,10 +206,10 @@ def test_operator_drives_an_install_from_the_dashboard(
     # the API docs render from this service's own files
     page.goto(f"{service}/docs")
     page.locator(".opblock").first.wait_for()
-    shot(page, "6-swagger-ui")
+    shot(page, "6-swagger-ui", full_page=False)
     page.goto(f"{service}/redoc")
     page.locator("h1", has_text="rke2-manager").wait_for()
-    shot(page, "7-redoc")
+    shot(page, "7-redoc", full_page=False)
     assert any(u.endswith("/ui/docs-assets/swagger-ui-bundle.js") for u in requests)
     assert any(u.endswith("/ui/docs-assets/redoc.standalone.js") for u in requests)
     assert off_host(requests, service) == []

@@ -42,7 +42,7 @@
     return td;
   }
 
-  function applyJob(job) {
+  function applyJob(job, withProgress) {
     var badge = document.getElementById("job-status");
     badge.textContent = job.status;
     badge.className = "badge " + job.status;
@@ -54,12 +54,17 @@
       warnings.replaceChildren.apply(warnings, job.warnings.map(function (w) { return R.el("li", "warn", w); }));
     }
     document.getElementById("cancel-job").hidden = FINAL.indexOf(job.status) >= 0;
-    Object.keys(job.progress).forEach(function (host) {
-      var p = job.progress[host], tr = row(host);
-      set(tr, "task", p.task);
-      set(tr, "last", p.last);
-      set(tr, "since", age(p.since)).dataset.since = p.since || "";
-    });
+    if (withProgress !== false) {
+      Object.keys(job.progress).forEach(function (host) {
+        var p = job.progress[host], tr = row(host);
+        set(tr, "task", p.task);
+        set(tr, "last", p.last);
+        set(tr, "since", age(p.since)).dataset.since = p.since || "";
+      });
+    }
+    if (FINAL.indexOf(job.status) >= 0) {  // nothing runs any more
+      grid.querySelectorAll("td.task").forEach(function (td) { td.textContent = ""; });
+    }
   }
 
   function applyNodes(cluster) {
@@ -142,7 +147,7 @@
       var d = data(e);
       source.close();
       logState.textContent = "The job has ended.";
-      R.api("GET", "/api/jobs/" + id).then(function (res) { if (res.ok) { applyJob(res.data); } });
+      R.api("GET", "/api/jobs/" + id).then(function (res) { if (res.ok) { applyJob(res.data, false); } });
       R.api("GET", "/api/clusters/" + cid).then(function (res) { if (res.ok) { applyNodes(res.data); } });
       document.getElementById("job-status").textContent = d.status;
     });
@@ -181,7 +186,7 @@
     table.hidden = !rows.length;
     var failed = Object.keys(res.data.failed).map(function (h) { return h + ": " + res.data.failed[h].join(", "); });
     state.textContent = failed.length ? "Failed checks (they stop the job): " + failed.join("; ")
-      : (rows.length ? "" : "No results yet.");
+      : (rows.length ? "" : "The checks' results are stored when the job ends.");
     if (res.data.unreported.length && FINAL.indexOf(res.data.status) >= 0) {
       state.textContent += " No report from: " + res.data.unreported.join(", ") + ".";
     }
