@@ -47,6 +47,16 @@ def test_forget_a_server_whose_host_died_then_a_new_server_joins(
     api.succeed(api.install(cid))
     lab.link_down("m3")  # the machine is gone: nothing reaches it
 
+    # a snapshot still saves; the dead server's list is not read, and says so (never listed)
+    r = api.client.post(f"/api/clusters/{cid}/snapshots", json={"name": "one-down"})
+    saved = api.succeed(r.json()["job_id"])
+    listed = {
+        s["node"]: s["job_id"]
+        for s in api.client.get(f"/api/clusters/{cid}/snapshots").json()["servers"]
+    }
+    assert listed == {"m1": saved["id"], "m2": saved["id"], "m3": None}
+    assert "fatal: [m3]: UNREACHABLE!" in api.log(saved["id"])
+
     status, body = forget(api, cid, "m3", confirm=False)
     assert (status, body["detail"]) == (
         400,
