@@ -22,6 +22,7 @@ from rke2_manager.jobs.queue import queued_jobs
 from rke2_manager.jobs.schemas import job_out
 from rke2_manager.models import JobStatus
 from rke2_manager.web.access import CallerDep
+from rke2_manager.web.overview import cluster_rows
 from rke2_manager.web.render import page
 
 router = APIRouter()
@@ -56,19 +57,6 @@ class Features:
         return name in self.served
 
 
-@dataclass(frozen=True)
-class ClusterRow:
-    id: int
-    name: str
-    stage: str
-    operation_status: str
-    locked_by: str | None
-    current_job_id: int | None
-    queued: int
-    nodes: int
-    active: int
-
-
 def api_features(request: Request) -> Features:
     """What the API of the app the dashboard is in offers (from its OpenAPI document, which
     FastAPI builds once and caches)."""
@@ -86,20 +74,7 @@ def api_features(request: Request) -> Features:
 
 @router.get("/", response_class=HTMLResponse)
 def clusters_page(request: Request, caller: CallerDep, session: ReadSessionDep) -> HTMLResponse:
-    rows = [
-        ClusterRow(
-            id=c.id,
-            name=c.name,
-            stage=c.stage,
-            operation_status=c.operation_status,
-            locked_by=c.operation_locked_by,
-            current_job_id=c.current_job_id,
-            queued=len(queued_jobs(session, c.id)),
-            nodes=len(c.nodes),
-            active=sum(1 for n in c.nodes if n.status == "ACTIVE"),
-        )
-        for c in clusters.list_clusters(session)
-    ]
+    rows = cluster_rows(session)
     return page(request, "clusters.html", caller=caller, csrf=caller.csrf, clusters=rows)
 
 
