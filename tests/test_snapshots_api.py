@@ -337,3 +337,20 @@ def test_a_report_task_is_a_report_fact() -> None:
     event["event_data"]["task"] = "[rke2m] snapshot savedX"
     fact = interpret(event)
     assert fact is not None and fact.kind == "touched"
+
+
+def test_dry_runs_plan_and_write_nothing(client: TestClient, db: Database, cid: int) -> None:
+    record(db, cid, "m2", table(("s-m2-1", 7, "2026-12-01T10:00:00Z")))
+    before = counts(db)
+    r = client.post(f"/api/clusters/{cid}/snapshots?dry_run=true", json={"name": "x"})
+    assert r.status_code == 200, r.text
+    assert r.json()["would_succeed"] is True
+    assert [j["operation"] for j in r.json()["jobs"]] == ["snapshot_save"]
+    r = client.post(f"/api/clusters/{cid}/restore?dry_run=true", json={"snapshot": "s-m2-1"})
+    assert r.status_code == 200, r.text
+    assert r.json()["would_succeed"] is False
+    assert r.json()["refusal"]["detail"] == "Restoring a snapshot requires explicit confirmation."
+    r = client.delete(f"/api/clusters/{cid}/nodes/p1?dry_run=true")
+    assert r.status_code == 200, r.text
+    assert r.json()["would_succeed"] is True
+    assert counts(db) == before
