@@ -12,7 +12,9 @@ from rke2_manager.validation import example_of
 
 _AT = "2026-12-02T10:00:00Z"
 _OPERATION_DOC = (
-    "install, scale_add_masters, scale_add_workers, scale_remove_masters or scale_remove_workers"
+    "install, scale_add_masters, scale_add_workers, scale_remove_masters, "
+    "scale_remove_workers, upgrade, snapshot_save, snapshot_delete, restore, forget_node or "
+    "preflight"
 )
 _STATUS_DOC = "queued, running, succeeded, failed or canceled"
 
