@@ -111,10 +111,17 @@ def test_port_taken_stops_install_swap_warns_skip_overrides(
     # A failing check the operator overrides: another program on 2380, skip_preflight=ports.
     lab.run("m1", f"kill {taken}", check=True)
     other = listen(lab, "m1", 2380)
-    r = api.client.post(f"/api/jobs/install/{cid}", params={"skip_preflight": ["ports"]})
+    params = {"skip_preflight": ["ports"]}
+    plan = api.client.post(f"/api/jobs/install/{cid}", params={**params, "dry_run": "true"})
+    assert plan.status_code == 200, plan.text
+    planned = plan.json()["jobs"]
+    assert [(j["operation"], j["preflight_skip"]) for j in planned] == [("install", ["ports"])]
+    r = api.client.post(f"/api/jobs/install/{cid}", params=params)
     assert r.status_code == 202, r.text
-    assert r.json()["job"]["nodes"][0]["hostname"] == "m1"
     job = api.succeed(r.json()["job_id"], timeout=180)
+    # the plan is what the job did: the same nodes, every one of them installed
+    assert job["nodes"] == planned[0]["nodes"]
+    assert sorted(n["hostname"] for n in job["nodes"]) == ["m1", "w1"]
     found = checks(api, job["id"])
     assert found["m1"]["ports"]["message"] == f"in use: 2380 (by python3, pid {other})"
     assert (found["m1"]["ports"]["result"], found["m1"]["ports"]["skipped"]) == ("fail", True)
