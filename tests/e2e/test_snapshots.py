@@ -111,3 +111,34 @@ def test_a_removal_whose_etcd_check_cannot_ask_etcd_fails_and_says_why(
     body = api.remove(cid, ["m3"], confirm=True)
     api.succeed(body["job_id"])
     assert set(api.nodes(cid)) == {"m1", "m2"}
+
+
+def test_a_snapshot_that_cannot_be_saved_stops_a_server_removal_before_anything_changes(
+    api: Api, make_lab: Callable[[list[str]], Lab]
+) -> None:
+    lab = make_lab(["m1", "m2", "m3"])
+    cid = api.create_cluster("nosnap", lab, [("m1", "server"), ("m2", "server"), ("m3", "server")])
+    api.succeed(api.install(cid))
+    # RKE2 is down on the server that would save the snapshot (and run kubectl)
+    lab.run("m1", "systemctl stop rke2-server", check=True)
+
+    r = api.client.post(f"/api/clusters/{cid}/snapshots", json={"name": "down"})
+    job = api.wait(r.json()["job_id"])
+    assert job["status"] == "failed"
+    assert job["reason"].startswith(
+        "m1: task 'Give up on the snapshot' failed: m1: etcd snapshot 'down' not saved: "
+        "rke2 etcd-snapshot ls failed (exit 1)"
+    ), job["reason"]
+    assert job["snapshot"] is None
+
+    body = api.remove(cid, ["m3"], confirm=True)
+    job = api.wait(body["job_id"])
+    assert job["status"] == "failed"
+    assert job["reason"].startswith(
+        f"m1: task 'Give up on the snapshot' failed: m1: etcd snapshot 'pre-remove-{job['id']}' "
+        "not saved: "
+    ), job["reason"]
+    # m3 was not touched: still a member, still installed, its status as before
+    assert api.nodes(cid)["m3"] == ("ACTIVE", f"not attempted: job {job['id']} failed")
+    assert set(standin.etcd_members(lab, "m2")) == {"m1", "m2", "m3"}
+    assert lab.run("m3", "systemctl is-active rke2-server").stdout.strip() == "active"
