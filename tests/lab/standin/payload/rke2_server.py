@@ -73,7 +73,8 @@ class Server:
         rke2_net.TLSServer(6443, ApiHandler, ctx, self).serve_in_thread()
         rke2_node.start_kubelet(self)
         self.ready = True
-        threading.Thread(target=self.post_node_status, daemon=True).start()
+        if not self.post_node_status(retry=False):
+            threading.Thread(target=self.post_node_status, daemon=True).start()
         rke2_members.start_member_controller(self)
         log("info", f"rke2 is up and running (node {self.name}, {self.ip})")
         rke2_node.notify()
@@ -194,9 +195,10 @@ class Server:
         self.store.adopt(answer["state"])
         log("info", f"Joined etcd cluster through {url}")
 
-    def post_node_status(self) -> None:
+    def post_node_status(self, retry: bool = True) -> bool:
         """The kubelet reports its version in the Node's status when it starts (a restart onto
-        new binaries changes kubeletVersion); retried until the cluster takes the write."""
+        new binaries changes kubeletVersion): tried once before READY=1, so with quorum the
+        start job returns with the Node updated; else retried in the background."""
 
         def update(state: dict[str, Any]) -> None:
             if self.name in state["nodes"]:
@@ -205,13 +207,16 @@ class Server:
         while not self.evicted:
             node = self.store.state["nodes"].get(self.name)
             if node is None or node.get("version") == VERSION:
-                return
+                return True
             try:
                 self.store.change(update)
-                return
+                return True
             except Exception as exc:
+                if not retry:
+                    return False
                 log("info", f"Waiting to update node {self.name} status: {exc}")
                 time.sleep(2)
+        return False
 
     def write_kubeconfig(self) -> None:
         def b64(path: Path) -> str:
