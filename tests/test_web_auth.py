@@ -14,11 +14,11 @@ from rke2_manager.api.app import create_app
 from rke2_manager.api.auth import PROTECTED_MODE
 from rke2_manager.config import Settings
 from rke2_manager.db import Database
-from rke2_manager.models import ApiRole, AuditEntry
+from rke2_manager.models import ApiRole, AuditEntry, Cluster
 from rke2_manager.tokens.service import create_token, revoke_token
 from rke2_manager.web.session import COOKIE, csrf_for
 from tests.conftest import LOOPBACK
-from tests.factories import FakeProber
+from tests.factories import TEST_BOX, FakeProber, make_cluster
 from tests.test_auth import all_routes, declared_roles
 
 REMOTE = ("10.9.8.7", 40000)  # never contacted: a client address the app sees, nothing more
@@ -202,3 +202,29 @@ def test_malformed_cookies_are_no_session(app: Any, db: Database, cookie: str) -
         r = remote.get("/ui/", headers={"Cookie": cookie}, follow_redirects=False)
         assert r.status_code == 303
         assert remote.get("/api/clusters", headers={"Cookie": cookie}).status_code == 401
+
+
+def test_the_cluster_page_follows_the_role(app: Any, db: Database) -> None:
+    """A viewer is told the forms will refuse it; an admin gets the kubeconfig link, which
+    works with the session cookie (a GET: no CSRF value needed)."""
+    cluster_id = make_cluster(db, "prod", [("m1", "127.0.10.1", "server", "ACTIVE")])
+    with db.transaction() as s:
+        cluster = s.get(Cluster, cluster_id)
+        assert cluster is not None
+        cluster.kubeconfig_enc = TEST_BOX.encrypt(
+            "apiVersion: v1\nclusters:\n- cluster:\n    server: https://127.0.0.1:6443\n"
+        )
+    tokens = {role: make_token(db, role, role) for role in ("viewer", "admin")}
+    link = f'href="/api/clusters/{cluster_id}/kubeconfig"'
+    with browser(app) as remote:
+        assert login(remote, tokens["viewer"]).status_code == 303
+        page = remote.get(f"/ui/clusters/{cluster_id}").text
+        assert "Your token's role is viewer: the forms below answer 403 for it." in page
+        assert link not in page
+        assert login(remote, tokens["admin"]).status_code == 303
+        page = remote.get(f"/ui/clusters/{cluster_id}").text
+        assert "Your token's role is" not in page
+        assert link in page
+        r = remote.get(f"/api/clusters/{cluster_id}/kubeconfig")
+        assert r.status_code == 200
+        assert "server: https://127.0.10.1:6443" in r.text

@@ -286,3 +286,23 @@ def test_previews_and_a_pending_node_fix_in_a_browser(
         problem = page.locator("#edit-node-form .result p.problem")
         problem.wait_for(timeout=30_000)
         assert problem.inner_text() == "Node with IP '127.0.30.1' already exists in cluster"
+
+        # settings: only what changed is sent; the rest stays as stored
+        page.click("#edit-form button[type=submit]")
+        expect(page.locator("#edit-form .result p.problem")).to_have_text("Nothing changed.")
+        page.fill("#e-reg", "127.0.30.100")
+        page.fill("#e-version", "1.31")
+        page.click("#edit-form button[type=submit]")
+        invalid = page.locator("#edit-form .result p.problem").first
+        expect(invalid).to_contain_text("rke2.version", timeout=30_000)
+        page.fill("#e-version", "v1.31.4+rke2r1")
+        page.click("#edit-form button[type=submit]")
+        expect(page.locator("#edit-form .result p.ok")).to_have_text(
+            "Settings of prod saved.", timeout=30_000
+        )
+        with db.read_session() as s:
+            cluster = s.get(Cluster, cluster_id)
+            assert cluster is not None
+            assert cluster.registration_address == "127.0.30.100"
+            assert (cluster.rke2_version, cluster.rke2_channel) == ("v1.31.4+rke2r1", "stable")
+            assert (cluster.ssh_user, cluster.ssh_port) == ("root", 22)

@@ -38,6 +38,21 @@ var RKE2M = (function () {
     return a;
   }
 
+  // What a job-starting call answered (202): the job, its place in the queue, G3's order.
+  function accepted(data) {
+    var p = el("p", "ok");
+    var job = data.job;
+    p.appendChild(document.createTextNode(job.operation + ": "));
+    p.appendChild(jobLink(job));
+    p.appendChild(document.createTextNode(data.status === "queued"
+      ? " queued at position " + data.position + "." : " " + data.status + "."));
+    if (data.sequenced) {
+      p.appendChild(document.createTextNode(" Servers first; the " + data.workers_pending +
+        " agent(s) follow as job " + data.workers_job_id + "."));
+    }
+    return p;
+  }
+
   // Show an API answer in a form's result box: the problem's detail (and each invalid
   // field) on failure; on success, `describe(data)` (a node) and the answer's warnings.
   function show(box, res, describe) {
@@ -105,5 +120,5 @@ var RKE2M = (function () {
   });
 
   document.addEventListener("DOMContentLoaded", startRefresh);
-  return { api: api, el: el, show: show, jobLink: jobLink };
+  return { api: api, el: el, show: show, jobLink: jobLink, accepted: accepted };
 })();

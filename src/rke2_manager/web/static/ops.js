@@ -27,19 +27,7 @@
   function value(form, name) { var f = form.elements[name]; return f ? f.value.trim() : ""; }
   function local(detail) { return { ok: false, status: 0, data: { detail: detail } }; }
 
-  function accepted(data) {
-    var p = R.el("p", "ok");
-    var job = data.job;
-    p.appendChild(document.createTextNode(job.operation + ": "));
-    p.appendChild(R.jobLink(job));
-    p.appendChild(document.createTextNode(data.status === "queued"
-      ? " queued at position " + data.position + "." : " " + data.status + "."));
-    if (data.sequenced) {
-      p.appendChild(document.createTextNode(" Servers first; the " + data.workers_pending +
-        " agent(s) follow as job " + data.workers_job_id + "."));
-    }
-    return p;
-  }
+  var accepted = R.accepted;
 
   var ops = {
     create: function (form) {
@@ -62,6 +50,39 @@
       return ["POST", "/api/clusters", body, function (c) {
         location.href = "/ui/clusters/" + encodeURIComponent(c.id);
         return R.el("p", "ok", "Cluster " + c.name + " created.");
+      }];
+    },
+    edit: function (form) {
+      var body = {};
+      var changed = function (el) {
+        return el.type === "checkbox" ? el.checked !== el.defaultChecked : el.value !== el.defaultValue;
+      };
+      if (changed(form.elements.name)) { body.name = value(form, "name"); }
+      if (changed(form.elements.registration_address)) {
+        body.registration_address = value(form, "registration_address") || null;
+      }
+      var groups = {};
+      form.querySelectorAll("fieldset[data-group]").forEach(function (set) {
+        var fields = set.querySelectorAll("input, textarea");
+        if (!Array.prototype.some.call(fields, changed)) { return; }
+        var group = {};
+        fields.forEach(function (el) {
+          if (el.type === "checkbox") { group[el.name] = el.checked; }
+          else if (el.value.trim()) { group[el.name] = el.type === "number" ? Number(el.value) : el.value.trim(); }
+          else if (el.name !== "private_key") { group[el.name] = null; }
+        });
+        groups[set.dataset.group] = group;
+      });
+      if (groups.rke2) {
+        try { groups.rke2.config = groups.rke2.config ? JSON.parse(groups.rke2.config) : {}; } catch (e) {
+          return local("Extra config.yaml keys: not valid JSON (" + e.message + ")");
+        }
+        if (groups.rke2.channel === null) { delete groups.rke2.channel; }
+      }
+      Object.assign(body, groups);
+      if (!Object.keys(body).length) { return local("Nothing changed."); }
+      return ["PATCH", "/api/clusters/" + cid, body, function (c) {
+        return R.el("p", "ok", "Settings of " + c.name + " saved.");
       }];
     },
     install: function (form) {
@@ -180,47 +201,6 @@
     var preview = form.querySelector("[data-preview]");
     if (preview) { preview.addEventListener("click", function () { send(form, true); }); }
   });
-
-  // The snapshots the servers last listed, with delete and restore-this buttons.
-  var snapshots = document.querySelector("[data-cluster-snapshots]");
-  async function listSnapshots() {
-    var res = await R.api("GET", "/api/clusters/" + cid + "/snapshots");
-    var body = snapshots.querySelector("tbody");
-    if (!res.ok) { R.show(snapshots.querySelector(".result"), res); return; }
-    body.replaceChildren.apply(body, res.data.snapshots.map(function (s) {
-      var tr = document.createElement("tr");
-      [s.name, s.node, s.size === null ? "" : s.size, s.taken_at || ""].forEach(function (v) {
-        tr.appendChild(R.el("td", null, v));
-      });
-      var td = R.el("td");
-      var use = R.el("button", "small", "Restore…");
-      use.type = "button";
-      use.dataset.restoreSnapshot = s.name;
-      var del = R.el("button", "small danger", "Delete");
-      del.type = "button";
-      del.dataset.deleteSnapshot = s.name;
-      td.append(use, " ", del);
-      tr.appendChild(td);
-      return tr;
-    }));
-    if (!res.data.snapshots.length) { body.appendChild(R.el("tr", "hint")).appendChild(R.el("td", null, "None listed yet.")); }
-  }
-  if (snapshots) {
-    listSnapshots();
-    snapshots.addEventListener("click", async function (event) {
-      var restore = event.target.closest("[data-restore-snapshot]");
-      var del = event.target.closest("[data-delete-snapshot]");
-      if (restore) {
-        var form = document.getElementById("restore-form");
-        form.elements.snapshot.value = restore.dataset.restoreSnapshot;
-        form.scrollIntoView();
-      } else if (del) {
-        var res = await R.api("DELETE", "/api/clusters/" + cid + "/snapshots/" +
-          encodeURIComponent(del.dataset.deleteSnapshot));
-        R.show(snapshots.querySelector(".result"), res, accepted);
-      }
-    });
-  }
 
   // Removal of servers needs the explicit confirmation: show it, naming them, when one is picked.
   var remove = document.getElementById("remove-form");
