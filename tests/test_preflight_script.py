@@ -243,3 +243,38 @@ mount --bind {conf} /etc/NetworkManager
         "nm-cloud-setup.service): RKE2's units refuse to start while it is",
         "systemctl disable --now nm-cloud-setup.service nm-cloud-setup.timer, then reboot",
     )
+
+
+@pytest.mark.parametrize(
+    ("role", "online", "mem_kib", "cpu", "memory"),
+    [
+        ("server", "0", 3_000_000, ("fail", "1 CPU; a server needs at least 2"),
+         ("fail", "2.9 GiB of memory; a server needs 4 GB")),
+        ("agent", "0", 3_000_000, ("warn", "1 CPU; RKE2 documents 2 as the minimum"),
+         ("warn", "2.9 GiB of memory; RKE2 documents 4 GB as the minimum")),
+        ("agent", "0-1", 1_500_000, ("pass", "2 CPUs"),
+         ("fail", "1.4 GiB of memory; an agent needs at least 2 GB")),
+        ("server", "0-3", 3_800_000, ("pass", "4 CPUs"), ("pass", "3.6 GiB of memory")),
+    ],
+)  # fmt: skip
+def test_cpu_and_memory_minimums(
+    tmp_path: Path,
+    role: str,
+    online: str,
+    mem_kib: int,
+    cpu: tuple[str, str],
+    memory: tuple[str, str],
+) -> None:
+    """What the kernel reports is replaced (files bind-mounted over the ones getconf and the
+    script read): the thresholds are RKE2's 2 CPUs and 4 GB (3.5 GiB of MemTotal)."""
+    (tmp_path / "online").write_text(online + "\n")
+    meminfo = Path("/proc/meminfo").read_text().splitlines()
+    fake = [f"MemTotal:       {mem_kib} kB" if x.startswith("MemTotal:") else x for x in meminfo]
+    (tmp_path / "meminfo").write_text("\n".join(fake) + "\n")
+    setup = f"""
+mount --bind {tmp_path}/online /sys/devices/system/cpu/online
+mount --bind {tmp_path}/meminfo /proc/meminfo
+"""
+    found = run(tmp_path, role, setup=setup)
+    assert found["cpu"][:2] == cpu
+    assert found["memory"][:2] == memory
