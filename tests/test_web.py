@@ -191,7 +191,7 @@ def test_every_operation_has_a_form_and_previews_where_the_api_plans(
     day2 = {"preflight-form", "upgrade-form", "snapshot-form", "restore-form", "forget-form"}
     assert set(found) == {
         "install-form", "add-form", "remove-form", "unlock-form", "delete-form",
-        "edit-node-form", *day2,
+        "edit-node-form", "edit-form", *day2,
     }  # fmt: skip
     planned = {form for form, body in found.items() if "data-preview" in body}
     paths = client.get("/openapi.json").json()["paths"]
