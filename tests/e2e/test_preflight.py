@@ -9,6 +9,7 @@ the very file it reads on a real machine, and only that host sees the swap area.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -159,10 +160,25 @@ def test_preflight_job_and_skip(make_lab: Callable[[list[str]], Lab], api: Api) 
     ]  # fmt: skip
     assert api.nodes(cid) == {"m1": ("PENDING", None), "w1": ("PENDING", None)}
 
+    # w1's clock runs 100 s ahead (its `date`, which the check reads, says so)
+    lab.run(
+        "w1",
+        "printf '#!/bin/sh\\nexec /usr/bin/date -d @$(( $(/usr/bin/date +%%s) + 100 )) \"$@\"\\n'"
+        " >/usr/local/bin/date && chmod +x /usr/local/bin/date && date +%s",
+        check=True,
+    )
     r = api.client.post(f"/api/clusters/{cid}/preflight", params={"skip_preflight": "ports"})
     job = api.succeed(r.json()["job_id"])
     body = api.client.get(f"/api/jobs/{job['id']}/preflight").json()
     assert body["failed"] == {}
     assert {c["check"]: c["skipped"] for c in body["hosts"]["m1"]}["ports"] is True
+    clock = {c["check"]: c for c in body["hosts"]["w1"]}["clock"]
+    ahead = re.fullmatch(r"clock (\d+) s ahead of the manager's", clock["message"])
+    assert ahead is not None and 90 <= int(ahead.group(1)) <= 100, clock
+    assert (clock["result"], clock["fix"]) == (
+        "warn",
+        "keep the clocks in sync (chrony or systemd-timesyncd): etcd complains beyond 1 s",
+    )
+    assert {c["check"]: c for c in body["hosts"]["m1"]}["clock"]["result"] == "pass"
     assert api.nodes(cid) == {"m1": ("PENDING", None), "w1": ("PENDING", None)}
     untouched(lab, ["m1", "w1"])
