@@ -20,7 +20,7 @@ from rke2_manager.config import Settings
 from rke2_manager.db import WriteSession
 from rke2_manager.jobs.create import Accepted, OnBusy, _start
 from rke2_manager.jobs.plans import NodeRefSpec, RemoveRequest, targets_of
-from rke2_manager.jobs.snapshots import _locked
+from rke2_manager.jobs.snapshots import locked_cluster
 from rke2_manager.models import Cluster, Job, Node, NodeRole, NodeStatus, Operation
 
 
@@ -70,6 +70,6 @@ def start_forget(
 ) -> Accepted:
     """Forget a node. Raises NotFound (cluster or node), ClusterBusy (409), GuardrailViolation
     (400: G2 for a server)."""
-    cluster = _locked(session, cluster_id, on_busy)
+    cluster = locked_cluster(session, cluster_id, on_busy)
     request = ForgetRequest.of(hostname, confirm_master_removal)
     return _start(session, settings, cluster, [request], actor, on_busy, None)

@@ -22,7 +22,7 @@ from rke2_manager.guardrails import ClusterView, ProbePolicy, ProbeResult
 from rke2_manager.jobs.create import Accepted, OnBusy, _start
 from rke2_manager.jobs.plans import targets_of
 from rke2_manager.jobs.snapshot_records import holders
-from rke2_manager.jobs.snapshots import _locked, installed_servers, not_found
+from rke2_manager.jobs.snapshots import installed_servers, locked_cluster, not_found
 from rke2_manager.models import Cluster, Job, Node, NodeStatus, Operation, Snapshot
 
 CONFIRM_RESTORE = "Restoring a snapshot requires explicit confirmation."
@@ -66,7 +66,7 @@ class RestoreRequest:
     def source(self, session: WriteSession, cluster: Cluster) -> tuple[Node, str]:
         """The installed server holding the snapshot and the file's path there; raises
         NotFound or DomainError (400)."""
-        held = [(n, s) for n, s in holders(session, cluster.id, self.snapshot)]
+        held = holders(session, cluster.id, self.snapshot)
         installed = [(n, s) for n, s in held if n.status != NodeStatus.PENDING]
         if not installed:
             raise not_found(cluster, self.snapshot)
@@ -96,7 +96,7 @@ def start_restore(
     """Restore a snapshot. Checked in this order: cluster (404), busy (409), confirmation
     (400, :data:`CONFIRM_RESTORE`), an installed server (400), the snapshot (404, or 400 when
     it is not a local file)."""
-    cluster = _locked(session, cluster_id, on_busy)
+    cluster = locked_cluster(session, cluster_id, on_busy)
     request = RestoreRequest(name, confirm_restore)
     request.check(snapshot(cluster), None, "off")
     request.source(session, cluster)

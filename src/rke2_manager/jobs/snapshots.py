@@ -97,7 +97,9 @@ class SnapshotDeleteRequest(_NamedSnapshot):
         job.params = {**self.params(), "on": [node.hostname for node, _ in held]}
 
 
-def _locked(session: WriteSession, cluster_id: int, on_busy: OnBusy) -> Cluster:
+def locked_cluster(session: WriteSession, cluster_id: int, on_busy: OnBusy) -> Cluster:
+    """The cluster's row, locked for this transaction (with its nodes); NotFound, or
+    ClusterBusy (409) when another job holds its lock and the caller would not queue."""
     cluster = lock_cluster_row(session, cluster_id)
     if cluster.operation_status != LockStatus.IDLE and on_busy == "reject":
         ensure_idle(cluster)
@@ -114,7 +116,7 @@ def start_snapshot_save(
 ) -> Accepted:
     """Save a snapshot. Raises NotFound, ClusterBusy (409), DomainError (400: no ACTIVE
     server)."""
-    cluster = _locked(session, cluster_id, on_busy)
+    cluster = locked_cluster(session, cluster_id, on_busy)
     return _start(session, settings, cluster, [SnapshotSaveRequest(name)], actor, on_busy, None)
 
 
@@ -128,7 +130,7 @@ def start_snapshot_delete(
 ) -> Accepted:
     """Delete a snapshot by its full name. Raises NotFound (cluster, or a snapshot no server's
     last list holds), ClusterBusy (409)."""
-    cluster = _locked(session, cluster_id, on_busy)
+    cluster = locked_cluster(session, cluster_id, on_busy)
     if not holders(session, cluster.id, name):
         raise not_found(cluster, name)
     return _start(session, settings, cluster, [SnapshotDeleteRequest(name)], actor, on_busy, None)
