@@ -178,3 +178,29 @@ def test_forgetting_a_pending_node_runs_nothing_on_any_host(
     )
     assert "p1 is forgotten (it was never installed)" in log
     assert "UNREACHABLE" not in log and "127.0.31" not in log
+
+
+def test_a_queued_forget_of_a_pending_node_a_job_ahead_installed_is_refused_at_start(
+    client: TestClient, db: Database, cid: int
+) -> None:
+    lock_cluster(db, cid, "install")
+    r = client.delete(f"/api/clusters/{cid}/nodes/p1?on_busy=queue&confirm_master_removal=true")
+    assert r.status_code == 202, r.text
+    queued = r.json()["job_id"]
+    assert params(db, queued)["status"] == "PENDING"
+    # the install ahead of it installed p1 meanwhile
+    with db.transaction() as s:
+        s.scalars(select(Node).where(Node.hostname == "p1")).one().status = "ACTIVE"
+        cluster = s.get(Cluster, cid)
+        assert cluster is not None
+        cluster.operation_status, cluster.current_job_id = "idle", None
+    with db.transaction() as s:
+        assert start_next(s, client.app.state.ctx.settings, lock_cluster_row(s, cid)) is None  # type: ignore[attr-defined]
+    with db.read_session() as s:
+        job = s.get(Job, queued)
+        assert job is not None and job.status == "failed"
+        assert job.reason == (
+            "Node 'p1' is ACTIVE now, not PENDING as when it was asked to be forgotten. "
+            "Ask again if it is still to be forgotten."
+        )
+        assert s.scalars(select(Node).where(Node.hostname == "p1")).one().status == "ACTIVE"

@@ -15,9 +15,11 @@ with "Node ... not found".
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from rke2_manager.config import Settings
 from rke2_manager.db import WriteSession
+from rke2_manager.errors import Conflict
 from rke2_manager.jobs.create import Accepted, OnBusy, _start
 from rke2_manager.jobs.plans import NodeRefSpec, RemoveRequest, targets_of
 from rke2_manager.jobs.snapshots import locked_cluster
@@ -26,17 +28,32 @@ from rke2_manager.models import Cluster, Job, Node, NodeRole, NodeStatus, Operat
 
 @dataclass(frozen=True)
 class ForgetRequest(RemoveRequest):
-    """Forget one node by hostname (build with :meth:`of`)."""
+    """Forget one node by hostname (build with :meth:`of`); ``status``: the node's status
+    when the forget was asked."""
+
+    status: str | None = None
 
     @classmethod
-    def of(cls, hostname: str, confirm_master_removal: bool) -> ForgetRequest:
-        return cls(Operation.FORGET_NODE, (NodeRefSpec(hostname),), confirm_master_removal)
+    def of(
+        cls, hostname: str, confirm_master_removal: bool, status: str | None = None
+    ) -> ForgetRequest:
+        return cls(Operation.FORGET_NODE, (NodeRefSpec(hostname),), confirm_master_removal, status)
+
+    def params(self) -> dict[str, Any]:
+        return {**super().params(), "status": self.status}
 
     def check_cluster(self, cluster: Cluster) -> tuple[list[Node], list[str], str | None]:
-        """Resolve the node (NotFound); G2 for a server that is not PENDING. Returns the
-        node, warnings and the new initial master's name (when the node is it)."""
+        """Resolve the node (NotFound); refuse (409) if its status changed since the forget
+        was asked (a queued forget of a PENDING node that a job ahead installed); G2 for a
+        server that is not PENDING. Returns the node, warnings and the new initial master's
+        name (when the node is it)."""
         nodes = self.resolve(cluster)
         node = nodes[0]
+        if self.status is not None and node.status != self.status:
+            raise Conflict(
+                f"Node '{node.hostname}' is {node.status} now, not {self.status} as when it was "
+                "asked to be forgotten. Ask again if it is still to be forgotten."
+            )
         if node.role == NodeRole.SERVER and node.status != NodeStatus.PENDING:
             return super().check_cluster(cluster)
         successor = None
@@ -71,5 +88,7 @@ def start_forget(
     """Forget a node. Raises NotFound (cluster or node), ClusterBusy (409), GuardrailViolation
     (400: G2 for a server)."""
     cluster = locked_cluster(session, cluster_id, on_busy)
-    request = ForgetRequest.of(hostname, confirm_master_removal)
+    node = next((n for n in cluster.nodes if n.hostname == hostname), None)
+    status = node.status if node is not None else None
+    request = ForgetRequest.of(hostname, confirm_master_removal, status)
     return _start(session, settings, cluster, [request], actor, on_busy, None)

@@ -307,7 +307,10 @@ def _day2_request(operation: Operation, params: dict[str, Any]) -> OpRequest | N
         )
     if operation == Operation.FORGET_NODE:
         nodes = params.get("nodes") or [{}]
+        status = params.get("status")
         return ForgetRequest.of(
-            str(nodes[0].get("hostname", "")), bool(params.get("confirm_master_removal", False))
+            str(nodes[0].get("hostname", "")),
+            bool(params.get("confirm_master_removal", False)),
+            str(status) if status is not None else None,
         )
     return None
