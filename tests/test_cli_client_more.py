@@ -3,12 +3,14 @@ fixes, against a real server (uvicorn on loopback, its worker running local play
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from rich.console import Console
 from sqlalchemy import select
 from typer.testing import CliRunner
 
@@ -17,10 +19,11 @@ from rke2_manager.cli import app as cli
 from rke2_manager.client.api import Api
 from rke2_manager.client.config import Target
 from rke2_manager.client.events import Event, follow, parse
+from rke2_manager.client.progress import watch
 from rke2_manager.config import Settings
 from rke2_manager.db import Database
 from rke2_manager.models import Cluster, Job, Node
-from tests.factories import FakeProber
+from tests.factories import FakeProber, write_playbooks
 from tests.live import live_server
 from tests.test_cli_client import CLUSTER
 
@@ -155,3 +158,41 @@ def test_apply_stops_before_anything_when_the_first_step_is_refused(
     with db.read_session() as s:
         assert [j.operation for j in s.scalars(select(Job))] == ["install"]
         assert {n.hostname for n in s.scalars(select(Node))} == {"m1", "w1", "x9"}
+
+
+def test_apply_again_after_a_failed_install_converges(
+    url: str, db: Database, tmp_path: Path, playbook_dir: Path
+) -> None:
+    file = tmp_path / "cluster.yaml"
+    file.write_text(CLUSTER)
+    write_playbooks(playbook_dir, mode="fail_one")
+    assert run("apply", "-f", str(file), "-y", "--url", url).exit_code == 1
+    write_playbooks(playbook_dir, mode="ok")  # the cause fixed
+    again = run("apply", "-f", str(file), "-y", "--url", url)
+    assert again.exit_code == 0, again.output
+    assert again.output.splitlines()[:2] == [
+        "Plan for cluster demo:",
+        "1. install m1 (server, 127.0.10.1), w1 (agent, 127.0.10.2)",
+    ]
+    with db.read_session() as s:
+        assert {n.hostname: n.status for n in s.scalars(select(Node))} == {
+            "m1": "ACTIVE",
+            "w1": "ACTIVE",
+        }
+
+
+def test_the_terminal_view_is_a_table_of_nodes(url: str, tmp_path: Path) -> None:
+    file = tmp_path / "cluster.yaml"
+    file.write_text(CLUSTER)
+    assert run("apply", "-f", str(file), "-y", "--url", url).exit_code == 0
+    screen = io.StringIO()
+    console = Console(file=screen, force_terminal=True, width=120, color_system=None)
+    with Api(Target(url, None)) as api:
+        view = watch(api, 1, console)
+    assert (view.status, view.reason) == ("succeeded", None)
+    assert {h: (r.status, r.last, r.result) for h, r in view.hosts.items()} == {
+        "m1": ("ACTIVE", "[rke2m] node ready", "ok"),
+        "w1": ("ACTIVE", "[rke2m] node ready", "ok"),
+    }
+    last = screen.getvalue().split("job 1 install — succeeded")[-1]
+    assert "│ m1   │ ACTIVE │" in last and "│ 1/1/0 " in last

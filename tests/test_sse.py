@@ -256,3 +256,19 @@ def test_protected_mode_and_tokens(app: Any, db: Database) -> None:
         r = remote.get(f"/api/jobs/{job_id}/events", headers=auth)
         assert r.status_code == 401
         assert r.json()["detail"] == "The API token is unknown or revoked"
+
+
+def test_a_queued_job_says_so_then_running_when_it_gets_the_lock(
+    worker_client: TestClient, db: Database, playbook_dir: Path, settings: Settings
+) -> None:
+    write_playbooks(playbook_dir, mode="slow")
+    settings.ansible_extra_vars = {"sleep_seconds": 1}
+    first = run_install(worker_client, db)
+    r = worker_client.post("/api/jobs/install/1?on_busy=queue")
+    assert r.status_code == 202 and r.json()["status"] == "queued"
+    second = int(r.json()["job_id"])
+    found = stream(worker_client, second)
+    snapshots = [f.data["status"] for f in found if f.event == "job"]
+    assert snapshots[:2] == ["queued", "running"]
+    assert found[-1].event == "end" and found[-1].data["status"] == "succeeded"
+    assert wait_job(worker_client, first)["status"] == "succeeded"
