@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from rke2_manager.errors import GuardrailViolation
 from rke2_manager.skew import VersionedNode, check_version_skew
@@ -190,3 +192,32 @@ def test_version_order() -> None:
     assert minor_steps(parse_version(V131), parse_version(V132)) == 1
     assert minor_steps(parse_version(V132), parse_version("v2.0.0+rke2r1")) is None
     assert try_version(None) is None
+
+
+def _version(major: int, minor: int, patch: int, revision: int) -> str:
+    return f"v{major}.{minor}.{patch}+rke2r{revision}"
+
+
+_parts = st.tuples(st.integers(1, 2), st.integers(0, 40), st.integers(0, 20), st.integers(1, 5))
+
+
+@given(st.lists(_parts, min_size=1, max_size=5), _parts)
+def test_g5_refuses_exactly_downgrades_and_minor_jumps(
+    running: list[tuple[int, int, int, int]], target: tuple[int, int, int, int]
+) -> None:
+    cluster = [
+        VersionedNode(f"n{i}", "server", "ACTIVE", _version(*v)) for i, v in enumerate(running)
+    ]
+    downgrade = max(running) > target
+    low = min(running)
+    jump = low[0] != target[0] or target[1] - low[1] > 1
+    try:
+        plan = check_version_skew(cluster, _version(*target))
+    except GuardrailViolation as refusal:
+        assert downgrade or jump
+        verb = "downgrade" if downgrade else "upgrade"
+        assert refusal.detail.startswith(f"Cannot {verb} RKE2 from ")
+        assert f" to {_version(*target)} (node 'n" in refusal.detail
+    else:
+        assert not downgrade and not jump
+        assert len(plan.nodes) == len(running)
