@@ -12,6 +12,7 @@ it starts (``dispatch.begin``), where every refusal ends it ``failed`` with the 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -158,11 +159,8 @@ def _planned(
         # The real call now applies the first request (nodes, the job's targets and
         # parameters): decided the same way here, so a refusal raised there is the plan's too;
         # the changes it would write are refused by the plan session and dropped.
-        with session.no_autoflush:
-            try:
-                requests[0].apply(session, cluster, jobs[0])
-            except ReadOnlySession:
-                pass
+        with session.no_autoflush, suppress(ReadOnlySession):
+            requests[0].apply(session, cluster, jobs[0])
     position = len(queued_jobs(session, cluster.id)) + 1 if busy else None
     return Accepted(job=jobs[0], waiting=jobs[1:], warnings=warnings, position=position)
 
