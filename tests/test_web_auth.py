@@ -69,6 +69,7 @@ def test_every_dashboard_route_declares_one_role(app: Any) -> None:
         ("GET", "/clusters/new"): "viewer",
         ("GET", "/clusters/{cluster_id}"): "viewer",
         ("GET", "/jobs/{job_id}"): "viewer",
+        ("GET", "/admin"): "admin",
     }
 
 
@@ -228,3 +229,18 @@ def test_the_cluster_page_follows_the_role(app: Any, db: Database) -> None:
         r = remote.get(f"/api/clusters/{cluster_id}/kubeconfig")
         assert r.status_code == 200
         assert "server: https://127.0.10.1:6443" in r.text
+
+
+def test_the_admin_page_needs_the_admin_role(app: Any, db: Database) -> None:
+    tokens = {role: make_token(db, role, role) for role in ("operator", "admin")}
+    with browser(app) as remote:
+        assert remote.get("/ui/admin", follow_redirects=False).status_code == 303
+        assert login(remote, tokens["operator"]).status_code == 303
+        r = remote.get("/ui/admin")
+        assert r.status_code == 403
+        assert "This needs the &#39;admin&#39; role; the token &#39;operator&#39; has" in r.text
+        assert 'href="/ui/admin"' not in remote.get("/ui/").text
+        assert login(remote, tokens["admin"]).status_code == 303
+        r = remote.get("/ui/admin")
+        assert r.status_code == 200 and 'id="token-form"' in r.text
+        assert 'href="/ui/admin"' in remote.get("/ui/").text

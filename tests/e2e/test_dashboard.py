@@ -18,8 +18,8 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from rke2_manager.api.app import create_app
 from rke2_manager.config import Settings
 from rke2_manager.db import Database
-from rke2_manager.models import ApiRole, Cluster, Job
-from rke2_manager.tokens.service import create_token
+from rke2_manager.models import ApiRole, ApiToken, Cluster, Job
+from rke2_manager.tokens.service import create_token, hash_token
 from tests.factories import FakeProber, make_cluster
 from tests.lab.hosts import Lab
 from tests.live import live_server
@@ -306,3 +306,25 @@ def test_previews_and_a_pending_node_fix_in_a_browser(
             assert cluster.registration_address == "127.0.30.100"
             assert (cluster.rke2_version, cluster.rke2_channel) == ("v1.31.4+rke2r1", "stable")
             assert (cluster.ssh_user, cluster.ssh_port) == ("root", 22)
+
+        # the admin page: a token is shown once, then revoked; the audit log records both.
+        # (The first token ends protected mode, so the browser logs in with one first.)
+        with db.transaction() as s:
+            admin = create_token(s, "root-admin", ApiRole.ADMIN, "test")[1]
+        page.goto(f"{url}/ui/admin")
+        page.fill("#token", admin)
+        page.click("#login-form button[type=submit]")
+        page.wait_for_url(f"{url}/ui/admin")
+        page.fill("#t-name", "ci-reader")
+        page.select_option("#t-role", "viewer")
+        page.click("#token-form button[type=submit]")
+        new_token = page.locator("#new-token")
+        new_token.wait_for(timeout=30_000)
+        with db.read_session() as s:
+            row = s.query(ApiToken).filter_by(name="ci-reader").one()
+            assert row.role == "viewer" and row.token_hash == hash_token(new_token.inner_text())
+        page.click('#tokens tr[data-token="ci-reader"] [data-revoke]')
+        expect(page.locator("#tokens-result p.ok")).to_have_text("Token ci-reader revoked.")
+        expect(page.locator('#tokens tr[data-token="ci-reader"] td').nth(6)).not_to_have_text("")
+        expect(page.locator("#audit tbody tr").first).to_contain_text("token.revoke")
+        shot(page, "9-admin")

@@ -19,7 +19,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from rke2_manager.api.auth import PROTECTED_MODE, authenticate, public
 from rke2_manager.api.deps import CtxDep
 from rke2_manager.context import AppContext
-from rke2_manager.errors import Unauthorized
+from rke2_manager.errors import Forbidden, Unauthorized
 from rke2_manager.models import ApiRole
 from rke2_manager.tokens import service as tokens
 from rke2_manager.web.render import error_page, page
@@ -69,6 +69,20 @@ def page_caller(request: Request, ctx: CtxDep) -> Caller:
 
 page_caller.required_role = ApiRole.VIEWER  # type: ignore[attr-defined]
 CallerDep = Annotated[Caller, Depends(page_caller)]
+
+
+def admin_caller(request: Request, ctx: CtxDep) -> Caller:
+    """As :func:`page_caller`, for admin pages: Forbidden (403) below the admin role."""
+    caller = page_caller(request, ctx)
+    if not caller.may("admin"):
+        raise Forbidden(
+            f"This needs the 'admin' role; the token '{caller.actor}' has '{caller.role.value}'"
+        )
+    return caller
+
+
+admin_caller.required_role = ApiRole.ADMIN  # type: ignore[attr-defined]
+AdminCallerDep = Annotated[Caller, Depends(admin_caller)]
 PUBLIC = Depends(public)
 
 

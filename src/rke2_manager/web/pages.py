@@ -21,7 +21,7 @@ from rke2_manager.jobs.preflight import CHECKS
 from rke2_manager.jobs.queue import queued_jobs
 from rke2_manager.jobs.schemas import job_out
 from rke2_manager.models import JobStatus
-from rke2_manager.web.access import CallerDep
+from rke2_manager.web.access import AdminCallerDep, CallerDep
 from rke2_manager.web.overview import cluster_rows
 from rke2_manager.web.render import page
 
@@ -144,6 +144,13 @@ def job_page(
         events="events" in features,
         preflight="preflight-results" in features and job.operation in PREFLIGHT_OPERATIONS,
     )
+
+
+@router.get("/admin", response_class=HTMLResponse)
+def admin_page(request: Request, caller: AdminCallerDep) -> HTMLResponse:
+    """API tokens and the audit log (admin): the page's script reads and changes them through
+    ``/api/tokens`` and ``/api/audit``."""
+    return page(request, "admin.html", caller=caller, csrf=caller.csrf)
 
 
 def home(_: Request) -> RedirectResponse:
