@@ -365,3 +365,19 @@ def test_day2_operations_plan_what_they_do(client: TestClient, db: Database, cas
     else:
         assert plan["refusal"] == real.json()
         assert real.status_code == plan["refusal"]["status"] != 202
+
+
+def test_every_job_starting_route_takes_dry_run(client: TestClient) -> None:
+    """A route that answers 202 with a job also plans (an operation added later included)."""
+    spec = client.get("/openapi.json").json()
+    starting = [
+        (method.upper(), path, op)
+        for path, ops in spec["paths"].items()
+        for method, op in ops.items()
+        if "202" in op.get("responses", {})
+    ]
+    assert len(starting) >= 9
+    for method, path, op in starting:
+        assert "dry_run" in [p["name"] for p in op.get("parameters", [])], (method, path)
+        plan_schema = op["responses"]["200"]["content"]["application/json"]["schema"]
+        assert plan_schema == {"$ref": "#/components/schemas/OperationPlan"}, (method, path)
