@@ -328,3 +328,42 @@ def test_previews_and_a_pending_node_fix_in_a_browser(
         expect(page.locator('#tokens tr[data-token="ci-reader"] td').nth(6)).not_to_have_text("")
         expect(page.locator("#audit tbody tr").first).to_contain_text("token.revoke")
         shot(page, "9-admin")
+
+
+def test_day2_forms_in_a_browser(
+    browser: Browser, settings: Settings, db: Database, prober: FakeProber
+) -> None:
+    """The upgrade, restore, snapshot and forget forms send what the API expects and show its
+    answers inline."""
+    app = create_app(settings, prober=prober, run_migrations=False, start_worker=False)
+    cluster_id = make_cluster(
+        db,
+        "prod",
+        [("m1", "127.0.40.1", "server", "ACTIVE"), ("w1", "127.0.40.2", "agent", "PENDING")],
+    )
+    with live_server(app) as url:
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(f"{url}/ui/clusters/{cluster_id}")
+        expect(page.locator("#snapshots tbody")).to_have_text("None listed yet.", timeout=30_000)
+
+        page.fill("#up-version", "v1.31.4+rke2r1")
+        page.fill("#up-skip", "nosuch")
+        page.click("#upgrade-form button[type=submit]")
+        expect(page.locator("#upgrade-form .result p.problem").first).to_have_text(
+            "Node 'nosuch' (in skip) not found in cluster 'prod'", timeout=30_000
+        )
+
+        page.fill("#restore-name", "before-change-m1-1764680000")
+        page.click("#restore-form button[type=submit]")
+        expect(page.locator("#restore-form .result p.problem").first).to_have_text(
+            "Restoring a snapshot requires explicit confirmation.", timeout=30_000
+        )
+
+        page.select_option("#forget-node", "w1")
+        page.click("#forget-form button[type=submit]")
+        forgotten = page.locator("#forget-form .result p.ok")
+        forgotten.wait_for(timeout=30_000)
+        with db.read_session() as s:
+            job = s.query(Job).filter_by(cluster_id=cluster_id).one()
+        assert forgotten.inner_text() == f"{job.operation}: job {job.id} {job.status}."
+        shot(page, "10-day2-forms")
