@@ -21,7 +21,6 @@ from rke2_manager.jobs.preflight import CHECKS
 from rke2_manager.jobs.queue import queued_jobs
 from rke2_manager.jobs.schemas import job_out
 from rke2_manager.models import JobStatus
-from rke2_manager.operations.preflight import PREFLIGHT_OPERATIONS
 from rke2_manager.web.access import AdminCallerDep, CallerDep
 from rke2_manager.web.overview import cluster_rows
 from rke2_manager.web.render import page
@@ -44,6 +43,8 @@ API_ROUTES = {
     "preflight-results": ("GET", "/api/jobs/{job_id}/preflight"),
     "events": ("GET", "/api/jobs/{job_id}/events"),
 }
+#: The jobs that run preflight checks (GET /api/jobs/{id}/preflight answers 404 for others).
+PREFLIGHT_OPERATIONS = ("preflight", "install", "scale_add_masters", "scale_add_workers")
 
 
 @dataclass(frozen=True)
