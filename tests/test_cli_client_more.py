@@ -4,7 +4,9 @@ fixes, against a real server (uvicorn on loopback, its worker running local play
 from __future__ import annotations
 
 import io
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -196,3 +198,30 @@ def test_the_terminal_view_is_a_table_of_nodes(url: str, tmp_path: Path) -> None
     }
     last = screen.getvalue().split("job 1 install — succeeded")[-1]
     assert "│ m1   │ ACTIVE │" in last and "│ 1/1/0 " in last
+
+
+def test_an_unexpected_answer_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    """Something that is not rke2-manager answers on the URL: exit 70, one line."""
+
+    class NotTheApi(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b'[{"unexpected": true}]'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), NotTheApi)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        result = run("cluster", "list", "--url", f"http://127.0.0.1:{server.server_port}")
+    finally:
+        server.shutdown()
+        thread.join(10)
+    assert result.exit_code == 70
+    assert result.output == "rke2-manager: internal error: KeyError: 'nodes'\n"

@@ -16,7 +16,10 @@ from rke2_manager.config import get_settings
 from rke2_manager.datadir import prepare_data_dir
 from rke2_manager.tokens import cli as token_cli
 
-app = typer.Typer(help="Install and scale RKE2 clusters over SSH, one safe operation at a time.")
+app = typer.Typer(
+    help="Install and scale RKE2 clusters over SSH, one safe operation at a time.",
+    pretty_exceptions_show_locals=False,  # a traceback must not print tokens or keys
+)
 app.add_typer(token_cli.app, name="token")
 register_client(app)  # apply, cluster, node, job, logs, …: the API client (docs/cli.md)
 console = Console(stderr=True)

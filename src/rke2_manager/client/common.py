@@ -15,7 +15,7 @@ from rich.console import Console
 
 from rke2_manager.client.api import Api
 from rke2_manager.client.config import resolve
-from rke2_manager.client.errors import INTERRUPTED, ClientError
+from rke2_manager.client.errors import INTERRUPTED, ClientError, UsageError
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -60,8 +60,6 @@ def emit_json(data: Any) -> None:
 
 def confirm(question: str, yes: bool) -> None:
     """Go on only if ``yes`` or the user says so; on no terminal, ``--yes`` is needed."""
-    from rke2_manager.client.errors import UsageError
-
     if yes:
         return
     if not sys.stdin.isatty():

@@ -17,6 +17,8 @@ AUTH = 4
 NOT_FOUND = 5
 #: The API cannot be reached, or failed (5xx).
 UNAVAILABLE = 6
+#: A bug in the client (an answer it did not expect): reported in one line, please report it.
+INTERNAL = 70
 #: Interrupted (Ctrl-C); a job already started goes on on the server.
 INTERRUPTED = 130
 
