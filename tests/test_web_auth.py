@@ -83,7 +83,9 @@ def test_protected_mode_pages_answer_401_with_the_way_out(app: Any) -> None:
         assert "local (admin)" in local.get("/ui/").text
         # the docs and the login form stay reachable
         assert remote.get("/docs").status_code == 200
-        assert remote.get("/ui/login").status_code == 200
+        login_page = remote.get("/ui/login")
+        assert login_page.status_code == 200
+        assert "No API token exists yet" in login_page.text
 
 
 def test_login_sets_an_httponly_strict_cookie_and_pages_work_with_it(
@@ -94,6 +96,7 @@ def test_login_sets_an_httponly_strict_cookie_and_pages_work_with_it(
         r = remote.get("/ui/clusters/new", follow_redirects=False)
         assert r.status_code == 303
         assert r.headers["location"] == "/ui/login?next=/ui/clusters/new"
+        assert "No API token exists yet" not in remote.get("/ui/login").text
         bad = login(remote, "not-a-token")
         assert bad.status_code == 401
         assert "The API token is unknown or revoked" in bad.text

@@ -122,14 +122,14 @@ def _token_state(ctx: AppContext, token: str | None) -> tuple[bool, bool]:
 
 @router.get("/login", dependencies=[PUBLIC], response_class=HTMLResponse)
 async def login_form(request: Request, ctx: CtxDep, next: str | None = None) -> HTMLResponse:
-    protected, _ = await asyncio.to_thread(_token_state, ctx, None)
+    any_token, _ = await asyncio.to_thread(_token_state, ctx, None)
     return page(
         request,
         "login.html",
         caller=None,
         csrf=None,
         next=safe_next(next),
-        protected=not protected,
+        protected=not any_token,
         message=None,
     )
 
