@@ -367,3 +367,33 @@ def test_day2_forms_in_a_browser(
             job = s.query(Job).filter_by(cluster_id=cluster_id).one()
         assert forgotten.inner_text() == f"{job.operation}: job {job.id} {job.status}."
         shot(page, "10-day2-forms")
+
+
+def test_a_confirmed_server_removal_shows_the_apis_warning(
+    browser: Browser, settings: Settings, db: Database, prober: FakeProber
+) -> None:
+    """Ticking the confirmation sends confirm_master_removal=true; the job is accepted and the
+    API's warning (an even number of etcd members left) is shown with it."""
+    app = create_app(settings, prober=prober, run_migrations=False, start_worker=False)
+    cluster_id = make_cluster(
+        db, "three", [(f"m{i}", f"127.0.50.{i}", "server", "ACTIVE") for i in (1, 2, 3)]
+    )
+    with live_server(app) as url:
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(f"{url}/ui/clusters/{cluster_id}")
+        page.check("#remove-form input[name=node][value=m3]")
+        page.check("#remove-form input[name=confirm]")
+        page.click("#remove-form button[type=submit]")
+        accepted = page.locator("#remove-form .result p.ok")
+        accepted.wait_for(timeout=30_000)
+        with db.read_session() as s:
+            job = s.query(Job).filter_by(cluster_id=cluster_id).one()
+            assert job.operation == "scale_remove_masters"
+            assert [t["hostname"] for t in job.targets] == ["m3"]
+            warnings = list(job.warnings)
+        assert accepted.inner_text() == f"scale_remove_masters: job {job.id} running."
+        assert (
+            warnings and page.locator("#remove-form .result p.warn").all_inner_texts() == warnings
+        )
+        assert "2 etcd members" in warnings[0]
+        shot(page, "11-server-removal-confirmed")
