@@ -3,6 +3,7 @@ then a node added by editing the file, with the live per-node progress the comma
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -103,3 +104,32 @@ def test_apply_installs_a_cluster_on_lab_hosts_then_adds_a_node_from_the_edited_
     # applied again: nothing to do, and it says so
     code, lines = apply(url, file)
     assert (code, lines) == (0, ["cluster lab: nothing to do", f"cluster lab matches {file}"])
+
+
+def test_preflight_from_the_command_line_on_lab_hosts(
+    url: str,
+    make_lab: Callable[[list[str]], Lab],
+    rke2_artifact: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("RKE2M_CLIENT_CONFIG", str(tmp_path / "none.yaml"))
+    lab = make_lab(["m1"])
+    key = tmp_path / "id_lab"
+    key.write_text(lab.private_key)
+    key.chmod(0o600)
+    file = tmp_path / "cluster.yaml"
+    write_file(file, lab, key, rke2_artifact, [("m1", "server")])
+    runner = CliRunner()
+    assert runner.invoke(cli, ["cluster", "create", "-f", str(file), "--url", url]).exit_code == 0
+    checked = runner.invoke(cli, ["preflight", "lab", "--url", url])
+    assert checked.exit_code == 0, checked.output
+    lines = checked.output.splitlines()
+    assert "job 1 succeeded" in lines
+    results = runner.invoke(cli, ["job", "preflight", "1", "-o", "json", "--url", url])
+    found = json.loads(results.output)
+    assert (found["operation"], found["status"], found["failed"]) == ("preflight", "succeeded", {})
+    checks = {c["check"]: c["result"] for c in found["hosts"]["m1"]}
+    assert checks["ports"] == "pass" and "fail" not in checks.values()
+    # the table: one row per check, its result next to it
+    assert any(line.startswith("│ m1   │ ports ") and "│ pass " in line for line in lines)

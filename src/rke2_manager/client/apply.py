@@ -15,6 +15,7 @@ import typer
 
 from rke2_manager.client import clusterfile
 from rke2_manager.client.api import Api
+from rke2_manager.client.cmd_jobs import SkipOpt
 from rke2_manager.client.common import (
     Output,
     OutputOpt,
@@ -65,6 +66,7 @@ def apply(
         bool, typer.Option("--allow-remove", help="remove nodes that are not in the file")
     ] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the plan and stop")] = False,
+    skip_preflight: SkipOpt = None,
     yes: YesOpt = False,
     url: UrlOpt = None,
     token: TokenOpt = None,
@@ -74,7 +76,7 @@ def apply(
     remove nodes. Prints the plan, asks, runs it; exits 0 only when the cluster matches."""
     with client(url, token) as api:
         spec = clusterfile.load(file)
-        plan = build(api, spec, allow_remove)
+        plan = build(api, spec, allow_remove, skip_preflight)
         if output == Output.JSON and dry_run:
             return emit_json(plan.as_json())
         if output != Output.JSON:

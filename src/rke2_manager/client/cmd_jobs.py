@@ -30,6 +30,13 @@ QueueOpt = Annotated[
     bool, typer.Option("--queue", help="wait in line if the cluster is busy (else: refused)")
 ]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="show the plan; change nothing")]
+SkipOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--skip-preflight",
+        help="a preflight check whose failure must not stop the job (repeat for more)",
+    ),
+]
 DetachOpt = Annotated[
     bool, typer.Option("--detach", "-d", help="start the job and return; do not follow it")
 ]
@@ -135,6 +142,7 @@ def logs(
 
 def install(
     cluster: ClusterArg,
+    skip_preflight: SkipOpt = None,
     queue: QueueOpt = False,
     dry_run: DryRunOpt = False,
     detach: DetachOpt = False,
@@ -149,7 +157,7 @@ def install(
         cluster,
         "/api/jobs/install/{cid}",
         None,
-        {"on_busy": on_busy(queue)},
+        {"on_busy": on_busy(queue), "skip_preflight": skip_preflight},
         what=f"install {cluster}",
         output=output,
         dry_run=dry_run,
@@ -171,6 +179,7 @@ def _parse_nodes(specs: list[str]) -> list[dict[str, str]]:
 def scale_add(
     cluster: ClusterArg,
     node: Annotated[list[str], typer.Option("--node", "-n", help="HOSTNAME=IP:ROLE (repeat)")],
+    skip_preflight: SkipOpt = None,
     queue: QueueOpt = False,
     dry_run: DryRunOpt = False,
     detach: DetachOpt = False,
@@ -187,7 +196,7 @@ def scale_add(
         cluster,
         "/api/clusters/{cid}/scale/add",
         body,
-        {"on_busy": on_busy(queue)},
+        {"on_busy": on_busy(queue), "skip_preflight": skip_preflight},
         what=f"add to {cluster}",
         output=output,
         dry_run=dry_run,

@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from rke2_manager.client import apply, cmd_clusters, cmd_day2, cmd_jobs
+from rke2_manager.client import apply, cmd_clusters, cmd_day2, cmd_jobs, cmd_preflight
 from rke2_manager.client.common import err
 from rke2_manager.client.errors import INTERNAL
 
@@ -39,7 +39,8 @@ def _group(group: typer.Typer) -> typer.Typer:
 
 def register(app: typer.Typer) -> None:
     """Add ``apply``, ``cluster``, ``node``, ``install``, ``scale``, ``upgrade``, ``snapshot``,
-    ``restore``, ``job``, ``logs``, ``lock``, ``force-unlock`` and ``api-token``."""
+    ``restore``, ``preflight``, ``job``, ``logs``, ``lock``, ``force-unlock`` and
+    ``api-token``."""
     app.command("apply")(_one_line(apply.apply))
     app.add_typer(_group(cmd_clusters.cluster_app), name="cluster")
     app.add_typer(_group(cmd_clusters.node_app), name="node")
@@ -48,6 +49,8 @@ def register(app: typer.Typer) -> None:
     app.command("upgrade")(_one_line(cmd_day2.upgrade))
     app.add_typer(_group(cmd_day2.snapshot_app), name="snapshot")
     app.command("restore")(_one_line(cmd_day2.restore))
+    app.command("preflight")(_one_line(cmd_preflight.preflight))
+    cmd_jobs.job_app.command("preflight")(cmd_preflight.job_preflight)
     app.add_typer(_group(cmd_jobs.job_app), name="job")
     app.command("logs")(_one_line(cmd_jobs.logs))
     app.command("lock")(_one_line(cmd_clusters.lock))

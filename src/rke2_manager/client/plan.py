@@ -73,7 +73,9 @@ def differences(spec: clusterfile.Spec, cluster: dict[str, Any]) -> list[str]:
     return found
 
 
-def build(api: Api, spec: clusterfile.Spec, allow_remove: bool) -> Plan:
+def build(
+    api: Api, spec: clusterfile.Spec, allow_remove: bool, skip_preflight: list[str] | None = None
+) -> Plan:
     """What apply would do; UsageError when the file cannot be reached from the cluster."""
     cluster = find(api, spec.name)
     plan = Plan(cluster)
@@ -96,6 +98,7 @@ def build(api: Api, spec: clusterfile.Spec, allow_remove: bool) -> Plan:
                 f"(the initial master {servers[0]['hostname']} first)",
                 "POST",
                 "/api/jobs/install/{id}",
+                params={"skip_preflight": skip_preflight},
             )
         )
         plan.notes.append(
@@ -145,7 +148,12 @@ def build(api: Api, spec: clusterfile.Spec, allow_remove: bool) -> Plan:
     existing = [n for n in cluster["nodes"] if n["hostname"] in wanted]
     if cluster["stage"] != "ready" or any(n["status"] != "ACTIVE" for n in existing):
         plan.steps.append(
-            Step(f"install {nodes_text(cluster['nodes'])}", "POST", f"/api/jobs/install/{cid}")
+            Step(
+                f"install {nodes_text(cluster['nodes'])}",
+                "POST",
+                f"/api/jobs/install/{cid}",
+                params={"skip_preflight": skip_preflight},
+            )
         )
     if upgrade:
         body = {"version": spec.model.rke2.version, "artifact_dir": spec.model.rke2.artifact_dir}
@@ -160,7 +168,13 @@ def build(api: Api, spec: clusterfile.Spec, allow_remove: bool) -> Plan:
     new = [n for h, n in wanted.items() if h not in have]
     if new:
         plan.steps.append(
-            Step(f"add {nodes_text(new)}", "POST", f"/api/clusters/{cid}/scale/add", {"nodes": new})
+            Step(
+                f"add {nodes_text(new)}",
+                "POST",
+                f"/api/clusters/{cid}/scale/add",
+                {"nodes": new},
+                {"skip_preflight": skip_preflight},
+            )
         )
     extra = [n for n in cluster["nodes"] if n["hostname"] not in wanted]
     for role in ("agent", "server"):
