@@ -25,7 +25,7 @@ from rke2_manager.client.progress import watch
 from rke2_manager.config import Settings
 from rke2_manager.db import Database
 from rke2_manager.models import Cluster, Job, Node
-from tests.factories import FakeProber, write_playbooks
+from tests.factories import PLAY_HEADER, FakeProber, write_playbooks
 from tests.live import live_server
 from tests.test_cli_client import CLUSTER
 
@@ -225,3 +225,27 @@ def test_an_unexpected_answer_is_one_line_not_a_traceback(tmp_path: Path) -> Non
         thread.join(10)
     assert result.exit_code == 70
     assert result.output == "rke2-manager: internal error: KeyError: 'nodes'\n"
+
+
+def test_node_edit_and_forget_of_pending_nodes(
+    url: str, db: Database, tmp_path: Path, playbook_dir: Path
+) -> None:
+    (playbook_dir / "forget_node.yml").write_text(
+        PLAY_HEADER
+        + '    - name: "[rke2m] node removed"\n      ansible.builtin.debug: {msg: gone}\n'
+    )
+    file = tmp_path / "cluster.yaml"
+    file.write_text(CLUSTER)
+    assert run("cluster", "create", "-f", str(file), "--url", url).exit_code == 0
+    edited = run("node", "edit", "demo", "w1", "--ip", "127.0.10.5", "--url", url)
+    assert (edited.exit_code, edited.output) == (0, "node w1: 127.0.10.5 (agent, PENDING)\n")
+    forgotten = run("node", "forget", "demo", "w1", "--yes", "--url", url)
+    assert forgotten.exit_code == 0, forgotten.output
+    assert forgotten.output.splitlines()[-1] == "job 1 succeeded"
+    with db.read_session() as s:
+        assert [n.hostname for n in s.scalars(select(Node))] == ["m1"]
+    gone = run("node", "forget", "demo", "w1", "--yes", "--url", url)
+    assert (gone.exit_code, gone.output) == (
+        5,
+        "rke2-manager: Node 'w1' not found in cluster 'demo'\n",
+    )

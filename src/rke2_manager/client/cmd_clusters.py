@@ -8,7 +8,8 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from rke2_manager.client import clusterfile
+from rke2_manager.client import clusterfile, ops
+from rke2_manager.client.cmd_jobs import DetachOpt, DryRunOpt, QueueOpt, on_busy
 from rke2_manager.client.common import (
     ClusterArg,
     Output,
@@ -182,16 +183,34 @@ def node_edit(
 def node_forget(
     cluster: ClusterArg,
     hostname: HostArg,
+    confirm_master_removal: Annotated[
+        bool, typer.Option("--confirm-master-removal", help="needed to forget an installed server")
+    ] = False,
     yes: YesOpt = False,
+    queue: QueueOpt = False,
+    dry_run: DryRunOpt = False,
+    detach: DetachOpt = False,
     url: UrlOpt = None,
     token: TokenOpt = None,
+    output: OutputOpt = Output.TABLE,
 ) -> None:
-    """Forget a PENDING node (never installed): it leaves the cluster's list."""
-    with client(url, token) as api:
-        cid = api.cluster_id(cluster)
-        confirm(f"Forget node {hostname} of cluster {cluster}?", yes)
-        api.request("DELETE", f"/api/clusters/{cid}/nodes/{hostname}")
-    out.print(f"node {hostname} forgotten", markup=False)
+    """Forget a node without contacting it: a PENDING node just goes; an installed (dead) one
+    is removed from Kubernetes and etcd through a live server. Follows the job."""
+    ops.command(
+        url,
+        token,
+        cluster,
+        f"/api/clusters/{{cid}}/nodes/{hostname}",
+        None,
+        {"on_busy": on_busy(queue), "confirm_master_removal": confirm_master_removal},
+        what=f"forget {hostname}",
+        output=output,
+        dry_run=dry_run,
+        detach=detach,
+        ask=f"Forget node {hostname} of cluster {cluster}?",
+        yes=yes,
+        method="DELETE",
+    )
 
 
 @node_app.command("accept-host-key")

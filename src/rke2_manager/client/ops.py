@@ -66,17 +66,18 @@ def run(
     dry_run: bool,
     detach: bool,
     output: Output,
+    method: str = "POST",
 ) -> int:
     """Do one job-starting call; the exit status (0 only when every job succeeded)."""
     if dry_run:
-        plan = api.post(path, body, dry_run=True, **params)
+        plan = api.request(method, path, params={**params, "dry_run": True}, json=body)
         if output == Output.JSON:
             emit_json(plan)
         else:
             for line in plan_lines(plan, f"{what} (dry run, nothing changed)"):
                 out.print(line, markup=False, highlight=False)
         return OK if plan["would_succeed"] else REFUSED
-    accepted = api.post(path, body, **params)
+    accepted = api.request(method, path, params=params, json=body)
     jobs = accepted["jobs"]
     console = progress_console(output)
     for warning in accepted.get("warnings", []):
@@ -112,6 +113,7 @@ def command(
     detach: bool = False,
     ask: str | None = None,
     yes: bool = False,
+    method: str = "POST",
 ) -> None:
     """A whole job-starting command: ``path`` names the cluster ``{cid}``; ``ask``, when
     given, is confirmed first (not for a dry run). Ends with the exit status of :func:`run`."""
@@ -128,5 +130,6 @@ def command(
             dry_run=dry_run,
             detach=detach,
             output=output,
+            method=method,
         )
     raise typer.Exit(code)
