@@ -366,3 +366,29 @@ def test_no_retry_once_another_job_ran_since(client: TestClient, db: Database) -
     assert r.json()["detail"] == (
         "Node 'm2' is not active (status: FAILED). Cannot upgrade unless it is named in skip."
     )
+
+
+def test_an_install_records_the_version_each_node_reports(
+    worker_client: TestClient, db: Database, playbook_dir: Path
+) -> None:
+    """Any job whose nodes report "[rke2m] node version" records it; a malformed one is not."""
+    (playbook_dir / "install.yml").write_text(
+        PLAY_HEADER
+        + """
+    - name: "[rke2m] node version"
+      ansible.builtin.debug:
+        msg: "{{ 'v1.31.4+rke2r1' if inventory_hostname != 'w1' else 'rke2 version ?' }}"
+    - name: "[rke2m] node ready"
+      ansible.builtin.debug: {msg: done}
+"""
+    )
+    cid = cluster(db, version=None)
+    r = worker_client.post(f"/api/jobs/install/{cid}")
+    assert r.status_code == 202
+    assert wait(db, r.json()["job_id"]).status == "succeeded"
+    assert nodes_of(db) == {
+        "m1": ("ACTIVE", None, V131),
+        "m2": ("ACTIVE", None, V131),
+        "m3": ("ACTIVE", None, V131),
+        "w1": ("ACTIVE", None, None),
+    }

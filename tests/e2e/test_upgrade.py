@@ -14,7 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import update
 
+from rke2_manager.db import Database
+from rke2_manager.models import Node
 from tests.e2e.support import Api, ready_since, recap
 from tests.lab import cluster as standin
 from tests.lab.hosts import Lab
@@ -70,12 +73,12 @@ def test_upgrade_servers_one_at_a_time_then_agents_and_again_changes_nothing(
     assert versions(lab, list(roles)) == {h: (V131, V131) for h in roles}
     before = {h: ready_since(lab, h, r) for h, r in roles.items()}
 
+    # the install recorded what each node runs, so G5 has every version at hand
+    assert {n["hostname"]: n["rke2_version"] for n in api.cluster(cid)["nodes"]} == dict.fromkeys(
+        roles, V131
+    )
     body = upgrade(api, cid, rke2_upgrade_artifact)
-    # installed from an artifact set without a version: the nodes' versions are learned now
-    assert body["warnings"] == [
-        "The running RKE2 version of 'm1', 'm2', 'm3', 'w1' and 'w2' is not recorded: the job "
-        "checks G5 on the nodes themselves before it changes anything."
-    ]
+    assert body["warnings"] == []
     job = api.succeed(body["job_id"], timeout=600)
     log = api.log(job["id"])
 
@@ -218,13 +221,15 @@ def test_g5_refuses_through_the_api_on_a_lab_cluster(
 
 
 def test_g5_on_the_nodes_when_their_versions_are_not_recorded(
-    api: Api, make_lab: Callable[[list[str]], Lab], rke2_upgrade_artifact: Path
+    api: Api, db: Database, make_lab: Callable[[list[str]], Lab], rke2_upgrade_artifact: Path
 ) -> None:
-    """Installed from an artifact set without a version: the API can only warn, the job reads
-    what the nodes run and refuses before any snapshot or change, with G5's message."""
+    """Versions not recorded (a cluster installed before they were): the API can only warn, the
+    job reads what the nodes run and refuses before any snapshot or change, with G5's message."""
     lab = make_lab(["m1"])
     cid = api.create_cluster("upg5n", lab, [("m1", "server")])
     api.succeed(api.install(cid), timeout=300)
+    with db.transaction() as session:
+        session.execute(update(Node).values(rke2_version=None))
     before = ready_since(lab, "m1", "server")
     body = upgrade(api, cid, rke2_upgrade_artifact, version="v1.33.0+rke2r1")
     assert "is not recorded" in body["warnings"][0]

@@ -36,8 +36,8 @@ class NodeOut(BaseModel):
         examples=["ACTIVE"],
     )
     rke2_version: str | None = Field(
-        description="The RKE2 release the node was last seen running (its kubelet version, "
-        "learned by an upgrade); null: not known",
+        description="The RKE2 release the node was last seen running (recorded by the jobs "
+        "that start or upgrade it); null: not known",
         examples=["v1.32.1+rke2r1"],
     )
     status_reason: str | None = Field(

@@ -165,6 +165,8 @@ def settle_nodes(
     it had begun to change is then ``state unknown: <why>``, with the task it was cut off in.
     """
     pin_host_keys(session, cluster_id, progress.host_keys)
+    for node in _nodes(session, cluster_id, set(progress.versions)):
+        node.rke2_version = progress.versions[node.hostname]
     if progress.operation == Operation.UPGRADE:
         _settle_upgraded(session, cluster_id, job_id, progress, stopped)
         return
@@ -198,15 +200,13 @@ def _settle_upgraded(
     progress: Progress,
     stopped: str | None,
 ) -> None:
-    """An upgrade's targets at its end: the versions they reported; ``ACTIVE`` once past their
+    """An upgrade's targets at its end: ``ACTIVE`` once past their
     gates, ``FAILED`` where a step or gate failed or the run ended mid-upgrade; the rest as they
     were (a rollout that stopped leaves the nodes after the failed one untouched, and a node
     that failed before its turn — the survey, G5 on the node — was not changed: the job's
     reason says why)."""
     for node in _nodes(session, cluster_id, set(progress.before)):
         name = node.hostname
-        if name in progress.versions:
-            node.rke2_version = progress.versions[name]
         if name in progress.failed and name in progress.upgrading:
             node.status, node.status_reason = NodeStatus.FAILED, progress.failed[name]
         elif name in progress.failed:
