@@ -128,3 +128,36 @@ def set_status(db: Database, cid: int, hostname: str, status: str) -> None:
             select(Node).where(Node.cluster_id == cid, Node.hostname == hostname)
         ).one()
         node.status = status
+
+
+def test_a_restore_with_a_server_out_of_reach_changes_nothing(
+    api: Api, make_lab: Callable[[list[str]], Lab]
+) -> None:
+    """A server that cannot be stopped could still run its old member: the restore ends before
+    anything is stopped or reset."""
+    lab = make_lab(["m1", "m2", "m3"])
+    cid = api.create_cluster("reach", lab, [("m1", "server"), ("m2", "server"), ("m3", "server")])
+    api.succeed(api.install(cid))
+    r = api.client.post(f"/api/clusters/{cid}/snapshots", json={"name": "base"})
+    snapshot = api.succeed(r.json()["job_id"])["snapshot"]
+    assert standin.kubectl(lab, "m1", "create configmap after --from-literal=k=v").ok
+    lab.link_down("m3")
+
+    r = api.client.post(
+        f"/api/clusters/{cid}/restore",
+        params={"confirm_restore": "true"},
+        json={"snapshot": snapshot},
+    )
+    job = api.wait(r.json()["job_id"])
+    assert job["status"] == "failed"
+    assert job["reason"].startswith("m3: unreachable: "), job["reason"]
+    for host in ("m1", "m2"):
+        assert lab.run(host, "systemctl is-active rke2-server").stdout.strip() == "active"
+        assert configmap(lab, host, "after")
+    assert not lab.run("m1", "test -e /var/lib/rancher/rke2/server/db/reset-flag").ok
+    assert "Reset etcd from the snapshot" not in api.log(job["id"])
+    # only the fence was raised on m1 and m2: not attempted, as they were; so m3 can be
+    # forgotten (G2 counts them ACTIVE) and the restore sent again
+    nodes = api.nodes(cid)
+    assert nodes["m1"] == nodes["m2"] == ("ACTIVE", f"not attempted: job {job['id']} failed")
+    assert nodes["m3"][0] == "FAILED"

@@ -85,6 +85,19 @@ def accept_hint(cluster_id: int, hostname: str) -> str:
     )
 
 
+#: The first task of every play (tasks/fence.yml, also on a delegate): bookkeeping only.
+FENCE_TASK = "Raise the fence"
+
+
+def _bookkeeping(progress: Progress, fact: HostEvent) -> bool:
+    """Whether ``fact`` is the start or the result of raising the fence, which changes nothing
+    on a node: a target whose run got no further was not attempted (e.g. a restore that
+    ended because another server was out of reach), not left half-changed."""
+    if fact.kind == "started":
+        return fact.task == FENCE_TASK
+    return fact.kind == "touched" and progress.hosts.get(fact.host, {}).get("last") == FENCE_TASK
+
+
 def on_host(fence: Fence, progress: Progress, fact: HostEvent) -> tuple[str, str | None] | None:
     """Follow a host fact: failures and milestones are written at once (fenced).
 
@@ -94,7 +107,8 @@ def on_host(fence: Fence, progress: Progress, fact: HostEvent) -> tuple[str, str
     progress.follow(fact)
     if fact.host not in progress.before:
         return None
-    progress.touched.add(fact.host)
+    if not _bookkeeping(progress, fact):
+        progress.touched.add(fact.host)
     offered = None
     if fact.kind == "host_key_changed" and fact.host not in progress.failed:
         reason = (fact.reason or "host key changed") + accept_hint(
