@@ -6,8 +6,9 @@ and healthy. Run by the upgrade playbook inside a fenced raw step, with the node
 It asks etcd's JSON gateway on 127.0.0.1:2379 with RKE2's etcd client certificate for the
 member list, then each member's ``/health`` at its client URL. A member without a name has not
 started. Prints one line per member when all are healthy (exit 0); otherwise the last problem
-on stderr (exit 1). If the check cannot be made at all (no client certificate: not an RKE2
-server with embedded etcd), it says so at once (exit 2): never skipped.
+on stderr (exit 1). A learner (a joining member not promoted yet) is not healthy yet. If the
+check cannot be made at all (no client certificate: not an RKE2 server with embedded etcd), it
+says so at once (exit 2): never skipped.
 """
 
 from __future__ import annotations
@@ -70,6 +71,10 @@ def problems(ctx: ssl.SSLContext) -> tuple[list[str], list[str]]:
         ident = name or "member {}".format(member.get("ID", "?"))
         if not name or not urls:
             found.append(f"{ident} has not started")
+            continue
+        if member.get("isLearner"):
+            # RKE2 joins a server as a learner and promotes it once it caught up
+            found.append(f"{ident} is still a learner (not yet a voting member)")
             continue
         try:
             health = call(ctx, urls[0] + "/health")
