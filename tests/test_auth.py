@@ -45,6 +45,7 @@ EXPECTED: dict[tuple[str, str], str | None] = {
     ("POST", "/api/jobs/install/{cluster_id}"): "operator",
     ("POST", "/api/clusters/{cluster_id}/scale/add"): "operator",
     ("POST", "/api/clusters/{cluster_id}/scale/remove"): "operator",
+    ("POST", "/api/clusters/{cluster_id}/upgrade"): "operator",
     ("POST", "/api/clusters/{cluster_id}/snapshots"): "operator",
     ("GET", "/api/clusters/{cluster_id}/snapshots"): "viewer",
     ("DELETE", "/api/clusters/{cluster_id}/snapshots/{name}"): "operator",
