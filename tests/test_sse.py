@@ -14,6 +14,7 @@ from sqlalchemy import select
 from rke2_manager.api.app import create_app
 from rke2_manager.config import Settings
 from rke2_manager.db import Database
+from rke2_manager.execution.events import task_result
 from rke2_manager.jobs import sse
 from rke2_manager.models import ApiRole, Cluster, Job, JobEvent, JobLogLine
 from rke2_manager.tokens.service import create_token, revoke_token
@@ -272,3 +273,23 @@ def test_a_queued_job_says_so_then_running_when_it_gets_the_lock(
     assert snapshots[:2] == ["queued", "running"]
     assert found[-1].event == "end" and found[-1].data["status"] == "succeeded"
     assert wait_job(worker_client, first)["status"] == "succeeded"
+
+
+@pytest.mark.parametrize(
+    ("kind", "data", "result"),
+    [
+        ("runner_on_ok", {"res": {"changed": False}}, "ok"),
+        ("runner_on_ok", {"res": {"changed": True}}, "changed"),
+        ("runner_on_ok", {"res": "censored"}, "ok"),
+        ("runner_on_failed", {"res": {}}, "failed"),
+        ("runner_on_failed", {"res": {}, "ignore_errors": True}, "ignored"),
+        ("runner_on_skipped", {}, "skipped"),
+        ("runner_on_unreachable", {"res": {"msg": "timed out"}}, "unreachable"),
+        ("runner_on_start", {}, None),
+        ("playbook_on_stats", {}, None),
+    ],
+)
+def test_how_a_task_ended_on_a_host(kind: str, data: dict[str, Any], result: str | None) -> None:
+    assert task_result({"event": kind, "event_data": {"host": "w1", "task": "t", **data}}) == (
+        result
+    )
