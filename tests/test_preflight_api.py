@@ -178,3 +178,25 @@ def test_results_endpoint(client: TestClient, db: Database) -> None:
         "scale add jobs do",
     )
     assert client.get("/api/jobs/999999/preflight").status_code == 404
+
+
+def test_failure_reason_names_every_host_and_check() -> None:
+    job = Job(operation="install", targets=[], params={})
+    assert preflight.failure_reason(job, "failed", "m1: unreachable") == "m1: unreachable"
+    preflight.record(
+        job,
+        [
+            report("m1", [line("ports", "fail", "in use: 9345"), line("swap", "warn")]),
+            report("w1", [line("disk", "fail", "1.0 GiB free"), line("os", "fail", "no")], ["os"]),
+            report("w2", [line("cpu", "pass")]),
+        ],
+    )
+    own = "m1: task 'Stop on a failed preflight check' failed: m1: preflight failed: ports (x)"
+    assert preflight.failure_reason(job, "failed", own) == (
+        "m1: preflight failed: ports (in use: 9345); w1: preflight failed: disk (1.0 GiB free)"
+    )
+    assert preflight.failure_reason(job, "failed", "w3: unreachable: no route") == (
+        "m1: preflight failed: ports (in use: 9345); w1: preflight failed: disk (1.0 GiB free); "
+        "also w3: unreachable: no route"
+    )
+    assert preflight.failure_reason(job, "canceled", "canceled by ops") == "canceled by ops"

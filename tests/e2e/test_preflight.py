@@ -82,8 +82,7 @@ def test_port_taken_stops_install_swap_warns_skip_overrides(
     job = api.wait(api.install(cid))
     assert job["status"] == "failed"
     ports = f"in use: 9345 (by python3, pid {taken})"
-    assert job["reason"].startswith("m1: ")
-    assert f"m1: preflight failed: ports ({ports})" in job["reason"], job["reason"]
+    assert job["reason"] == f"m1: preflight failed: ports ({ports})"
     found = checks(api, job["id"])
     assert found["m1"]["ports"] == {
         "check": "ports",
@@ -99,7 +98,6 @@ def test_port_taken_stops_install_swap_warns_skip_overrides(
     assert [c["result"] for c in found["m1"].values()].count("fail") == 1, found["m1"]
     assert found["m1"]["reach"]["message"] == "not checked: no server runs yet to reach"
     assert found["m1"]["clock"]["result"] == "pass"
-    assert "(and 1 more host(s) failed)" in job["reason"]
     nodes = api.nodes(cid)
     assert nodes["m1"] == ("FAILED", f"task 'Stop on a failed preflight check' failed: m1: "
                            f"preflight failed: ports ({ports})"), nodes  # fmt: skip
@@ -134,7 +132,9 @@ def test_port_taken_stops_install_swap_warns_skip_overrides(
     accepted = api.add(cid, lab, [("w2", "agent")])
     job = api.wait(accepted["job_id"])
     assert job["status"] == "failed"
-    assert f"preflight failed: ports (in use: 10250 (by python3, pid {kubelet}))" in job["reason"]
+    assert (
+        job["reason"] == f"w2: preflight failed: ports (in use: 10250 (by python3, pid {kubelet}))"
+    )
     found = checks(api, job["id"])
     assert set(found) == {"w2"}
     m1 = lab.host("m1").ip

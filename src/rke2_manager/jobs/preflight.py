@@ -24,7 +24,7 @@ from rke2_manager.errors import DomainError
 from rke2_manager.execution.events import HostEvent
 from rke2_manager.guardrails import ClusterView, ProbePolicy, ProbeResult
 from rke2_manager.jobs.create import Accepted, OnBusy, _start
-from rke2_manager.models import Cluster, Job, LockStatus, NodeStatus, Operation
+from rke2_manager.models import Cluster, Job, JobStatus, LockStatus, NodeStatus, Operation
 
 #: Every check, in the order a host reports them; ``skip_preflight`` takes these names.
 CheckName = Literal[
@@ -119,6 +119,29 @@ def record(job: Job, reports: Sequence[HostEvent]) -> None:
     results = {r.host: parse(r) for r in reports if r.kind == "report" and r.task == MARKER}
     if results:
         job.preflight = {**(job.preflight or {}), **results}
+
+
+def failure_reason(job: Job, status: str, reason: str | None) -> str | None:
+    """The reason a failed job ends with: when hosts failed preflight checks, every such host
+    with its checks and what they found (``m1: preflight failed: ports (in use: 9345 (by
+    haproxy, pid 812)); w2: preflight failed: …``, then ``also <reason>`` when the run's own
+    reason is another failure), else ``reason`` as it is."""
+    if status != JobStatus.FAILED:
+        return reason
+    hosts = []
+    for host, checks in (job.preflight or {}).items():
+        failed = [
+            f"{c['check']} ({c['message']})"
+            for c in checks
+            if c["result"] == "fail" and not c["skipped"]
+        ]
+        if failed:
+            hosts.append(f"{host}: preflight failed: {'; '.join(failed)}")
+    if not hosts:
+        return reason
+    # a failure the checks did not cause (a host that could not be reached) is kept
+    other = reason and "preflight failed" not in reason and "not going on" not in reason
+    return "; ".join(hosts) + (f"; also {reason}" if other else "")
 
 
 def failed_checks(preflight: dict[str, Any] | None) -> dict[str, list[str]]:

@@ -58,6 +58,7 @@ def finish(
             # before settle: a removal's settle deletes nodes, and their lists with them
             record_reports(session, job, progress.reports)
             preflight.record(job, progress.reports)
+            reason = preflight.failure_reason(job, status, reason)
         settle(session, ctx.settings, job, status, reason, progress, stopped_run=stopped)
 
 
