@@ -25,8 +25,8 @@ from rke2_manager.datadir import prepare_data_dir
 from rke2_manager.db import Database
 from rke2_manager.jobs.create import Prober
 from rke2_manager.jobs.router import router as jobs_router
-from rke2_manager.jobs.sse import router as job_events_router
 from rke2_manager.jobs.runner.worker import Worker
+from rke2_manager.jobs.sse import router as job_events_router
 from rke2_manager.metrics import registry_for
 from rke2_manager.operations.admin import router as admin_router
 from rke2_manager.operations.preflight import router as preflight_router
