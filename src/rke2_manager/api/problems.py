@@ -39,7 +39,8 @@ class FieldError(BaseModel):
 class Problem(BaseModel):
     """An error, as RFC 9457 problem details (``application/problem+json``).
 
-    ``detail`` is the exact message of SPEC §3; some errors add machine-readable members.
+    ``detail`` is the exact, documented message (docs/guardrails.md for refusals); some errors
+    add machine-readable members.
     """
 
     model_config = ConfigDict(extra="allow")

@@ -37,7 +37,8 @@ ACCEPTED: dict[int | str, dict[str, Any]] = (
         413,
         422,
         s400="A guardrail refused (type urn:rke2-manager:guardrail, which one in guardrail; the "
-        "exact messages are in SPEC §3), or the Host or Content-Length header is not acceptable",
+        "exact messages are in docs/guardrails.md), or the Host or Content-Length header is not "
+        "acceptable",
         s409="The cluster is busy (with on_busy=reject; type urn:rke2-manager:cluster-busy, with "
         "operation and job_id)",
     )
