@@ -70,12 +70,49 @@ def test_forget_a_dead_server_needs_confirmation(
     assert params(db, r.json()["job_id"])["pending"] == []
 
 
-def test_forget_keeps_quorum(client: TestClient, db: Database, cid: int) -> None:
-    # members m1, m2 ACTIVE and m3 FAILED: forgetting m2 leaves one ACTIVE of three
+def test_forget_keeps_quorum(client: TestClient, db: Database) -> None:
+    # two of three servers dead: forgetting one leaves one ACTIVE of three members
+    cid = make_cluster(
+        db,
+        nodes=[
+            ("m1", "127.0.30.1", "server", "ACTIVE"),
+            ("m2", "127.0.30.2", "server", "FAILED"),
+            ("m3", "127.0.30.3", "server", "FAILED"),
+        ],
+    )
     before = counts(db)
-    r = client.delete(f"/api/clusters/{cid}/nodes/m2?confirm_master_removal=true")
+    r = client.delete(f"/api/clusters/{cid}/nodes/m3?confirm_master_removal=true")
     assert r.status_code == 400
     assert r.json()["detail"] == "Removing 1 server(s) would break etcd quorum."
+    assert counts(db) == before
+
+
+@pytest.mark.parametrize("status", ["ACTIVE", "INSTALLING", "REMOVING", "UPGRADING"])
+def test_forget_refuses_a_node_last_seen_working(
+    client: TestClient, db: Database, status: str
+) -> None:
+    cid = make_cluster(
+        db,
+        nodes=[
+            ("m1", "127.0.30.1", "server", "ACTIVE"),
+            ("m2", "127.0.30.2", "server", "ACTIVE"),
+            ("m3", "127.0.30.3", "server", "ACTIVE"),
+            ("w1", "127.0.30.9", "agent", status),
+        ],
+    )
+    before = counts(db)
+    for host in ("m2", "w1") if status == "ACTIVE" else ("w1",):
+        r = client.delete(f"/api/clusters/{cid}/nodes/{host}?confirm_master_removal=true")
+        assert r.status_code == 409, r.text
+        assert r.json()["detail"] == (
+            f"Node '{host}' is {status}: only a node never installed (PENDING) or a failed one "
+            "(FAILED) can be forgotten. Remove a live node with scale/remove; if its machine is "
+            "gone, that removal fails on it and marks it FAILED, and then it can be forgotten."
+        )
+        # a plan says the same, and writes nothing either
+        r = client.delete(f"/api/clusters/{cid}/nodes/{host}?dry_run=true")
+        assert r.status_code == 200, r.text
+        assert r.json()["refusal"]["status"] == 409
     assert counts(db) == before
 
 

@@ -57,6 +57,14 @@ def test_forget_a_server_whose_host_died_then_a_new_server_joins(
     assert listed == {"m1": saved["id"], "m2": saved["id"], "m3": None}
     assert "fatal: [m3]: UNREACHABLE!" in api.log(saved["id"])
 
+    # the manager last saw m3 working: it is not forgotten on a guess
+    status, body = forget(api, cid, "m3")
+    assert status == 409 and body["detail"].startswith("Node 'm3' is ACTIVE: only a node"), body
+    # a removal cannot reach it, and marks it FAILED; then it can be forgotten
+    failed = api.wait(api.remove(cid, ["m3"], confirm=True)["job_id"])
+    assert failed["status"] == "failed"
+    assert api.nodes(cid)["m3"][0] == "FAILED"
+
     status, body = forget(api, cid, "m3", confirm=False)
     assert (status, body["detail"]) == (
         400,
@@ -78,9 +86,13 @@ def test_forget_a_server_whose_host_died_then_a_new_server_joins(
     assert touched_by(lab, "m3", job["id"]) == []
     assert touched_by(lab, "m1", job["id"]) != []
 
-    # quorum: with two members left, neither can be forgotten
-    status, body = forget(api, cid, "m2")
-    assert (status, body["detail"]) == (400, "Removing 1 server(s) would break etcd quorum.")
+    # quorum: with two members left, neither can be removed
+    body = api.client.post(
+        f"/api/clusters/{cid}/scale/remove",
+        params={"confirm_master_removal": "true"},
+        json={"nodes": [{"hostname": "m2"}]},
+    ).json()
+    assert body["detail"] == "Removing 1 server(s) would break etcd quorum.", body
 
     # and a new server joins the cluster the dead one left
     api.succeed(api.add(cid, lab, [("m4", "server")])["job_id"])
@@ -116,6 +128,8 @@ def test_a_removal_that_failed_on_an_unreachable_server_then_forgotten(
 
     # an agent whose host died goes the same way, without an etcd step
     lab.link_down("w1")
+    assert api.wait(api.remove(cid, ["w1"])["job_id"])["status"] == "failed"
+    assert api.nodes(cid)["w1"][0] == "FAILED"
     status_code, body = forget(api, cid, "w1", confirm=False)
     assert status_code == 202, body
     job = api.succeed(int(str(body["job_id"])))

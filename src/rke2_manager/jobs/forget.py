@@ -1,11 +1,12 @@
 """Forgetting a node: taking it out of the cluster without contacting its host.
 
 For a node never installed (PENDING) there is nothing to undo: its job only deletes the row.
-A dead node (FAILED, unreachable; an ACTIVE one whose host the operator knows is gone) is
-removed through a live server: its Kubernetes Node deleted (``--wait=false``: RKE2's etcd
+A dead node (FAILED, e.g. unreachable when a removal tried it) is removed through a live
+server: its Kubernetes Node deleted (``--wait=false``: RKE2's etcd
 finalizer holds it), for a server its etcd member removed explicitly through etcd's API (found
 by its peer URL), then the Node waited gone. Servers pass G2 like a removal (last server,
-quorum, ``confirm_master_removal=true``), except PENDING ones, which are no etcd members.
+quorum, ``confirm_master_removal=true``), except PENDING ones, which are no etcd members. Any
+other status (ACTIVE, or a job working on the node) is refused with 409.
 
 Like every operation it runs as a job under the cluster lock (409, or queued). A queued forget
 is checked again when it starts; a job queued for the same node afterwards fails at its start
@@ -24,6 +25,11 @@ from rke2_manager.jobs.create import Accepted, OnBusy, _start
 from rke2_manager.jobs.plans import NodeRefSpec, RemoveRequest, targets_of
 from rke2_manager.jobs.snapshots import locked_cluster
 from rke2_manager.models import Cluster, Job, Node, NodeRole, NodeStatus, Operation
+
+#: What may be forgotten: a node never installed, or one a job found failed (e.g. unreachable).
+#: A node the manager last saw working is refused: forgetting a live server would take its etcd
+#: member from under it; a removal reaches it, or fails on it and marks it FAILED.
+FORGETTABLE = (NodeStatus.PENDING, NodeStatus.FAILED)
 
 
 @dataclass(frozen=True)
@@ -53,6 +59,13 @@ class ForgetRequest(RemoveRequest):
             raise Conflict(
                 f"Node '{node.hostname}' is {node.status} now, not {self.status} as when it was "
                 "asked to be forgotten. Ask again if it is still to be forgotten."
+            )
+        if node.status not in FORGETTABLE:
+            raise Conflict(
+                f"Node '{node.hostname}' is {node.status}: only a node never installed (PENDING) "
+                "or a failed one (FAILED) can be forgotten. Remove a live node with "
+                "scale/remove; if its machine is gone, that removal fails on it and marks it "
+                "FAILED, and then it can be forgotten."
             )
         if node.role == NodeRole.SERVER and node.status != NodeStatus.PENDING:
             return super().check_cluster(cluster)
@@ -85,8 +98,8 @@ def start_forget(
     actor: str,
     on_busy: OnBusy = "reject",
 ) -> Accepted:
-    """Forget a node. Raises NotFound (cluster or node), ClusterBusy (409), GuardrailViolation
-    (400: G2 for a server)."""
+    """Forget a node. Raises NotFound (cluster or node), ClusterBusy (409), Conflict (409: a node
+    neither PENDING nor FAILED), GuardrailViolation (400: G2 for a server)."""
     cluster = locked_cluster(session, cluster_id, on_busy)
     node = next((n for n in cluster.nodes if n.hostname == hostname), None)
     status = node.status if node is not None else None
