@@ -71,7 +71,7 @@ def probe_target(cluster: Cluster, settings: Settings) -> str | None:
     return _supervisor_target(view)
 
 
-def _start(
+def start_jobs(
     session: WriteSession,
     settings: Settings,
     cluster: Cluster,
@@ -141,7 +141,7 @@ def _planned(
     warnings: list[str],
     busy: bool,
 ) -> Accepted:
-    """A dry run's answer: the jobs ``_start`` would create, as transient rows (no ids, never
+    """A dry run's answer: the jobs ``start_jobs`` would create, as transient rows (no ids, never
     added to the session), with the queue position the first one would get. Their targets
     are the planned ones (nodes an add creates have no id yet)."""
     jobs = [
@@ -180,7 +180,7 @@ def start_install(
     """
     cluster = lock_cluster_row(session, cluster_id)
     request = InstallRequest(tuple(skip_preflight))
-    return _start(session, settings, cluster, [request], actor, on_busy, None)
+    return start_jobs(session, settings, cluster, [request], actor, on_busy, None)
 
 
 def start_scale_add(
@@ -218,7 +218,7 @@ def start_scale_add(
         )
         if group
     ]
-    return _start(session, settings, cluster, requests, actor, on_busy, probe)
+    return start_jobs(session, settings, cluster, requests, actor, on_busy, probe)
 
 
 def start_scale_remove(
@@ -240,7 +240,7 @@ def start_scale_remove(
         ensure_idle(cluster)
     specs = tuple(NodeRefSpec(r.hostname, r.ip, r.role) for r in refs)
     request = RemoveRequest.for_cluster(cluster, specs, confirm_master_removal)
-    return _start(session, settings, cluster, [request], actor, on_busy, None)
+    return start_jobs(session, settings, cluster, [request], actor, on_busy, None)
 
 
 def start_upgrade(
@@ -262,4 +262,4 @@ def start_upgrade(
     cluster = lock_cluster_row(session, cluster_id)
     if cluster.operation_status != LockStatus.IDLE and on_busy == "reject":
         ensure_idle(cluster)
-    return _start(session, settings, cluster, [request], actor, on_busy, None)
+    return start_jobs(session, settings, cluster, [request], actor, on_busy, None)

@@ -21,7 +21,7 @@ from typing import Any
 from rke2_manager.config import Settings
 from rke2_manager.db import WriteSession
 from rke2_manager.errors import Conflict
-from rke2_manager.jobs.create import Accepted, OnBusy, _start
+from rke2_manager.jobs.create import Accepted, OnBusy, start_jobs
 from rke2_manager.jobs.plans import NodeRefSpec, RemoveRequest, targets_of
 from rke2_manager.jobs.snapshots import locked_cluster
 from rke2_manager.models import Cluster, Job, Node, NodeRole, NodeStatus, Operation
@@ -104,4 +104,4 @@ def start_forget(
     node = next((n for n in cluster.nodes if n.hostname == hostname), None)
     status = node.status if node is not None else None
     request = ForgetRequest.of(hostname, confirm_master_removal, status)
-    return _start(session, settings, cluster, [request], actor, on_busy, None)
+    return start_jobs(session, settings, cluster, [request], actor, on_busy, None)

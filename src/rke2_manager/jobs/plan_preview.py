@@ -2,11 +2,11 @@
 
 ``?dry_run=true`` runs the very same ``start_*`` function as the real call, with a
 :class:`PlanSession` instead of a write session. The busy check, the guardrails and the queue
-position are computed by the same code; :func:`rke2_manager.jobs.create._start` sees the plan
+position are computed by the same code; :func:`rke2_manager.jobs.create.start_jobs` sees the plan
 session and returns the jobs it *would* create as transient objects (never added to any
 session) instead of writing them, taking the lock and recording the audit entry. So a plan is
 what the real call then does, by construction, and an operation added later that starts its
-jobs through ``_start`` gets its dry run without extra code.
+jobs through ``start_jobs`` gets its dry run without extra code.
 
 A plan session is a :class:`~rke2_manager.db.WriteSession` to the type checker (so it can be
 passed where the real call passes one), but it begins an ordinary transaction (no SQLite

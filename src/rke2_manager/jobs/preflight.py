@@ -23,7 +23,7 @@ from rke2_manager.db import WriteSession
 from rke2_manager.errors import DomainError
 from rke2_manager.execution.events import HostEvent
 from rke2_manager.guardrails import ClusterView, ProbePolicy, ProbeResult
-from rke2_manager.jobs.create import Accepted, OnBusy, _start
+from rke2_manager.jobs.create import Accepted, OnBusy, start_jobs
 from rke2_manager.models import Cluster, Job, JobStatus, LockStatus, NodeStatus, Operation
 
 #: Every check, in the order a host reports them; ``skip_preflight`` takes these names.
@@ -171,4 +171,4 @@ def start_preflight(
     if cluster.operation_status != LockStatus.IDLE and on_busy == "reject":
         ensure_idle(cluster)
     request = PreflightRequest(tuple(dict.fromkeys(skip)))
-    return _start(session, settings, cluster, [request], actor, on_busy, None)
+    return start_jobs(session, settings, cluster, [request], actor, on_busy, None)

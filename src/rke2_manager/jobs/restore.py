@@ -19,7 +19,7 @@ from rke2_manager.config import Settings
 from rke2_manager.db import WriteSession
 from rke2_manager.errors import DomainError, GuardrailViolation
 from rke2_manager.guardrails import ClusterView, ProbePolicy, ProbeResult
-from rke2_manager.jobs.create import Accepted, OnBusy, _start
+from rke2_manager.jobs.create import Accepted, OnBusy, start_jobs
 from rke2_manager.jobs.plans import targets_of
 from rke2_manager.jobs.snapshot_records import holders
 from rke2_manager.jobs.snapshots import installed_servers, locked_cluster, not_found
@@ -100,4 +100,4 @@ def start_restore(
     request = RestoreRequest(name, confirm_restore)
     request.check(snapshot(cluster), None, "off")
     request.source(session, cluster)
-    return _start(session, settings, cluster, [request], actor, on_busy, None)
+    return start_jobs(session, settings, cluster, [request], actor, on_busy, None)

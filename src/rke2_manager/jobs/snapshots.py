@@ -18,7 +18,7 @@ from rke2_manager.config import Settings
 from rke2_manager.db import WriteSession
 from rke2_manager.errors import DomainError, NotFound
 from rke2_manager.guardrails import ClusterView, NodeView, ProbePolicy, ProbeResult
-from rke2_manager.jobs.create import Accepted, OnBusy, _start
+from rke2_manager.jobs.create import Accepted, OnBusy, start_jobs
 from rke2_manager.jobs.snapshot_records import holders
 from rke2_manager.models import Cluster, Job, LockStatus, NodeStatus, Operation
 
@@ -117,7 +117,7 @@ def start_snapshot_save(
     """Save a snapshot. Raises NotFound, ClusterBusy (409), DomainError (400: no ACTIVE
     server)."""
     cluster = locked_cluster(session, cluster_id, on_busy)
-    return _start(session, settings, cluster, [SnapshotSaveRequest(name)], actor, on_busy, None)
+    return start_jobs(session, settings, cluster, [SnapshotSaveRequest(name)], actor, on_busy, None)
 
 
 def start_snapshot_delete(
@@ -133,4 +133,6 @@ def start_snapshot_delete(
     cluster = locked_cluster(session, cluster_id, on_busy)
     if not holders(session, cluster.id, name):
         raise not_found(cluster, name)
-    return _start(session, settings, cluster, [SnapshotDeleteRequest(name)], actor, on_busy, None)
+    return start_jobs(
+        session, settings, cluster, [SnapshotDeleteRequest(name)], actor, on_busy, None
+    )
