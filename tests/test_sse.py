@@ -293,3 +293,40 @@ def test_how_a_task_ended_on_a_host(kind: str, data: dict[str, Any], result: str
     assert task_result({"event": kind, "event_data": {"host": "w1", "task": "t", **data}}) == (
         result
     )
+
+
+def test_a_revoked_token_ends_an_open_stream(
+    app: Any, db: Database, playbook_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Access is checked again while the stream is open: revoking the token ends it (no
+    ``end``: the job runs on), and the reconnect is refused."""
+    write_playbooks(playbook_dir, mode="slow")
+    monkeypatch.setattr(sse, "POLL", 0.05)
+    monkeypatch.setattr(sse, "RECHECK", 0.2)
+    with (
+        TestClient(app, base_url="http://localhost", client=LOOPBACK) as local,
+        TestClient(app, base_url="http://localhost", client=REMOTE) as remote,
+    ):
+        job_id = run_install(local, db)
+        with db.transaction() as s:
+            _, viewer = create_token(s, "watcher", ApiRole.VIEWER, "test")
+        auth = {"Authorization": f"Bearer {viewer}"}
+        comments: list[str] = []
+        seen: list[Frame] = []
+        revoked = False
+        with remote.stream("GET", f"/api/jobs/{job_id}/events", headers=auth) as r:
+            assert r.status_code == 200
+            for frame in frames(r.iter_lines(), comments):
+                seen.append(frame)
+                if frame.event == "task_start" and not revoked:
+                    with db.transaction() as s:
+                        revoke_token(s, "watcher", "test")
+                    revoked = True
+        assert revoked and ": access revoked" in comments
+        assert all(f.event != "end" for f in seen)
+        with db.read_session() as s:
+            job = s.get(Job, job_id)
+            assert job is not None and job.status == "running"  # the job goes on
+        r = remote.get(f"/api/jobs/{job_id}/events", headers=auth)
+        assert (r.status_code, r.json()["detail"]) == (401, "The API token is unknown or revoked")
+        assert local.post(f"/api/jobs/{job_id}/cancel").status_code == 200

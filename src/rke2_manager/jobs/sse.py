@@ -6,6 +6,10 @@ database resumes right after the last event it saw. It sends a ``job`` snapshot 
 whenever the job's status changes, then every stored event in order, a keep-alive comment
 while nothing happens, and ``end`` once the job has ended; then it closes.
 
+Access is checked again every :data:`RECHECK` seconds while the stream is open: a revoked
+token (or a first token created while a loopback caller watched in protected mode) ends the
+stream with an ``access`` comment, and the reconnect gets the 401.
+
 Bounded: at most :data:`BATCH` events are read (and held) at once, the next read only after
 they were sent (a slow reader slows its stream, not the server's memory), and each process
 serves at most :data:`MAX_STREAMS` streams at once (503 beyond).
@@ -24,10 +28,10 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
 from rke2_manager.api import problems
-from rke2_manager.api.auth import VIEWER
+from rke2_manager.api.auth import VIEWER, authenticate
 from rke2_manager.api.deps import MAX_ID, CtxDep, JobId
 from rke2_manager.context import AppContext
-from rke2_manager.errors import DomainError
+from rke2_manager.errors import DomainError, Unauthorized
 from rke2_manager.jobs import events, service
 from rke2_manager.jobs.schemas import job_out
 from rke2_manager.models import Job, JobStatus
@@ -38,6 +42,8 @@ router = APIRouter(prefix="/api/jobs", tags=["jobs"])
 POLL = 0.5
 #: Seconds of silence after which a keep-alive comment is sent.
 KEEPALIVE = 15.0
+#: Seconds between checks that the caller may still read the stream.
+RECHECK = 15.0
 #: Events read from the database (and held) at once.
 BATCH = 500
 #: Streams one process serves at once.
@@ -152,19 +158,36 @@ async def job_events(
             f"This process already serves {MAX_STREAMS} event streams; retry shortly"
         )
     return StreamingResponse(
-        _stream(ctx, state, job_id, cursor),
+        _stream(ctx, request, job_id, cursor),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
-async def _stream(ctx: AppContext, state: Any, job_id: int, cursor: int) -> AsyncIterator[str]:
+def _allowed(ctx: AppContext, request: Request) -> bool:
+    """Whether the caller is still let in (every role may read events: viewer is the least)."""
+    try:
+        authenticate(request, ctx)
+    except Unauthorized:
+        return False
+    return True
+
+
+async def _stream(
+    ctx: AppContext, request: Request, job_id: int, cursor: int
+) -> AsyncIterator[str]:
+    state = request.app.state
     state.event_streams = getattr(state, "event_streams", 0) + 1
     try:
         yield f"retry: {RETRY_MS}\n\n"
         status: str | None = None
-        quiet_since = time.monotonic()
+        quiet_since = checked = time.monotonic()
         while True:
+            if time.monotonic() - checked >= RECHECK:
+                if not await asyncio.to_thread(_allowed, ctx, request):
+                    yield ": access revoked\n\n"
+                    return
+                checked = time.monotonic()
             read = await asyncio.to_thread(_read, ctx, job_id, cursor, status)
             if not read.found:
                 return  # deleted with its cluster: a reconnect gets 404
