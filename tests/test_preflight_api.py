@@ -200,3 +200,48 @@ def test_failure_reason_names_every_host_and_check() -> None:
         "also w3: unreachable: no route"
     )
     assert preflight.failure_reason(job, "canceled", "canceled by ops") == "canceled by ops"
+
+
+def test_a_host_the_checks_never_ran_on_fails_its_ssh_or_sudo_check(
+    client: TestClient, db: Database
+) -> None:
+    """The manager says what kept the checks off a host: SSH (unreachable) or sudo; the job's
+    own reason stays as it was, and other failures leave the host unreported."""
+    cid = make_cluster(db, nodes=[*ACTIVE, ("w2", "127.0.50.10", "agent", "PENDING")])
+    job_id = lock_cluster(db, cid, "preflight")
+    down = "unreachable: Failed to connect to the host via ssh: Connection refused"
+    sudo = "task 'Raise the fence' failed: Missing sudo password"
+    with db.transaction() as s:
+        job = s.get(Job, job_id)
+        assert job is not None
+        job.params = {"nodes": ["m1", "w1", "w2"]}
+        preflight.record(
+            job,
+            [report("m1", [line("ports", "pass")])],
+            {"w1": down, "w2": sudo, "m1": "ignored: m1 reported"},
+        )
+        assert preflight.failure_reason(job, "failed", f"w1: {down}") == f"w1: {down}"
+        job.status, job.finished_at = "failed", job.created_at
+    body = client.get(f"/api/jobs/{job_id}/preflight").json()
+    assert body["hosts"]["w1"] == [
+        {
+            "check": "ssh",
+            "result": "fail",
+            "message": down,
+            "fix": "make the host reachable over SSH from the manager: its address and port, "
+            "the cluster's SSH user, and the cluster's public key (ssh.public_key) in that "
+            "user's authorized_keys",
+            "skipped": False,
+        }
+    ]
+    assert [(c["check"], c["result"]) for c in body["hosts"]["w2"]] == [("sudo", "fail")]
+    assert body["hosts"]["w2"][0]["fix"] == (
+        "connect as root, or give the SSH user passwordless sudo (NOPASSWD)"
+    )
+    assert [c["check"] for c in body["hosts"]["m1"]] == ["ports"]
+    assert body["failed"] == {"w1": ["ssh"], "w2": ["sudo"]}
+    assert body["unreported"] == []
+
+    other = Job(operation="preflight", targets=[], params={"nodes": ["w1"]})
+    preflight.record(other, [], {"w1": "task 'x' failed: fenced: node w1 was taken over by job 9"})
+    assert other.preflight is None  # not an SSH or sudo failure: w1 stays unreported

@@ -12,7 +12,7 @@ empty, so no node's status moves; the nodes it checks are in its parameters.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
@@ -43,6 +43,13 @@ CheckName = Literal[
     "clock",
 ]
 CHECKS: tuple[str, ...] = get_args(CheckName)
+#: Operations whose jobs run the checks before anything else.
+RUN_BY = (
+    Operation.PREFLIGHT,
+    Operation.INSTALL,
+    Operation.SCALE_ADD_MASTERS,
+    Operation.SCALE_ADD_WORKERS,
+)
 MARKER = "[rke2m] preflight"
 RESULTS = ("pass", "warn", "fail")
 NO_NODES = "Cluster has no nodes to check."
@@ -114,9 +121,47 @@ def parse(report: HostEvent) -> list[dict[str, Any]]:
     return out
 
 
-def record(job: Job, reports: Sequence[HostEvent]) -> None:
-    """Store the preflight results the run reported on ``job`` (the last report per host)."""
+#: What to do about a host the checks could not run on, by the check that failed.
+_SSH_FIX = (
+    "make the host reachable over SSH from the manager: its address and port, the cluster's SSH "
+    "user, and the cluster's public key (ssh.public_key) in that user's authorized_keys"
+)
+_SUDO_FIX = "connect as root, or give the SSH user passwordless sudo (NOPASSWD)"
+
+
+def _not_reached(why: str) -> dict[str, Any] | None:
+    """The ``ssh`` or ``sudo`` failure of a host that never ran the checks, from why the run
+    failed on it; None when the failure was something else."""
+    lowered = why.lower()
+    if lowered.startswith("unreachable"):
+        check, fix = "ssh", _SSH_FIX
+    elif "sudo" in lowered or "privilege" in lowered or "become" in lowered:
+        check, fix = "sudo", _SUDO_FIX
+    else:
+        return None
+    # seen_by: the manager saw it, not the host; the job's reason already says it as it is
+    return {
+        "check": check,
+        "result": "fail",
+        "message": _text(why),
+        "fix": fix,
+        "skipped": False,
+        "seen_by": "manager",
+    }
+
+
+def record(job: Job, reports: Sequence[HostEvent], failures: Mapping[str, str] = {}) -> None:
+    """Store the preflight results the run reported on ``job`` (the last report per host).
+
+    A host the checks never ran on because SSH or sudo failed (``failures``: host -> why the
+    run failed on it) gets that as its ``ssh`` or ``sudo`` check, failed."""
     results = {r.host: parse(r) for r in reports if r.kind == "report" and r.task == MARKER}
+    checked = [str(n) for n in (job.params or {}).get("nodes") or []]
+    checked += [str(t.get("hostname")) for t in job.targets or [] if isinstance(t, dict)]
+    for host in dict.fromkeys(checked):
+        entry = _not_reached(failures[host]) if host in failures else None
+        if host not in results and entry is not None:
+            results[host] = [entry]
     if results:
         job.preflight = {**(job.preflight or {}), **results}
 
@@ -133,7 +178,7 @@ def failure_reason(job: Job, status: str, reason: str | None) -> str | None:
         failed = [
             f"{c['check']} ({c['message']})"
             for c in checks
-            if c["result"] == "fail" and not c["skipped"]
+            if c["result"] == "fail" and not c["skipped"] and c.get("seen_by") != "manager"
         ]
         if failed:
             hosts.append(f"{host}: preflight failed: {'; '.join(failed)}")

@@ -35,11 +35,12 @@ from rke2_manager.guardrails import (
     check_master_removal,
     split_by_role,
 )
+from rke2_manager.jobs import preflight as preflight_service
 from rke2_manager.jobs.create import Accepted
 from rke2_manager.jobs.plan_preview import plan_session
 from rke2_manager.jobs.plans import InstallRequest
 from rke2_manager.jobs.schemas import JobNode
-from rke2_manager.models import Job, NodeRole, Operation
+from rke2_manager.models import Job, NodeRole
 from rke2_manager.operations.plan_schemas import (
     GuardrailVerdict,
     OperationPlan,
@@ -108,12 +109,7 @@ def _reconcile(
 
 
 #: Operations whose jobs run the preflight checks before anything else.
-PREFLIGHT_FIRST = (
-    Operation.PREFLIGHT,
-    Operation.INSTALL,
-    Operation.SCALE_ADD_MASTERS,
-    Operation.SCALE_ADD_WORKERS,
-)
+PREFLIGHT_FIRST = preflight_service.RUN_BY
 
 
 def _preflight_skip(job: Job) -> list[str]:

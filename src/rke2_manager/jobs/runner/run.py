@@ -57,7 +57,9 @@ def finish(
         if progress is not None and progress.reports:
             # before settle: a removal's settle deletes nodes, and their lists with them
             record_reports(session, job, progress.reports)
-            preflight.record(job, progress.reports)
+        if progress is not None and job.operation in preflight.RUN_BY:
+            failures = {**progress.others_failed, **progress.failed}
+            preflight.record(job, progress.reports, failures)
             reason = preflight.failure_reason(job, status, reason)
         settle(session, ctx.settings, job, status, reason, progress, stopped_run=stopped)
 
