@@ -182,3 +182,16 @@ def test_preflight_job_and_skip(make_lab: Callable[[list[str]], Lab], api: Api) 
     assert {c["check"]: c for c in body["hosts"]["m1"]}["clock"]["result"] == "pass"
     assert api.nodes(cid) == {"m1": ("PENDING", None), "w1": ("PENDING", None)}
     untouched(lab, ["m1", "w1"])
+
+    # a host the checks cannot reach fails its ssh check, as the manager saw it
+    lab.link_down("w1")
+    r = api.client.post(f"/api/clusters/{cid}/preflight", params={"skip_preflight": "ports"})
+    job = api.wait(r.json()["job_id"])
+    assert job["status"] == "failed" and job["reason"].startswith("w1: unreachable"), job
+    body = api.client.get(f"/api/jobs/{job['id']}/preflight").json()
+    assert (body["failed"], body["unreported"]) == ({"w1": ["ssh"]}, [])
+    (ssh,) = body["hosts"]["w1"]
+    assert (ssh["check"], ssh["result"]) == ("ssh", "fail")
+    assert ssh["message"].startswith("unreachable"), ssh
+    assert ssh["fix"].startswith("make the host reachable over SSH from the manager"), ssh
+    assert api.nodes(cid) == {"m1": ("PENDING", None), "w1": ("PENDING", None)}
