@@ -28,11 +28,18 @@ class Output(StrEnum):
 
 UrlOpt = Annotated[
     str | None,
-    typer.Option("--url", help="API URL [env RKE2M_URL, config file; default 127.0.0.1:8000]"),
+    typer.Option(
+        "--url", help="API URL (else env RKE2M_URL, the config file, http://127.0.0.1:8000)"
+    ),
 ]
 TokenOpt = Annotated[
     str | None,
-    typer.Option("--token", help="API token [env RKE2M_TOKEN, config file]", show_default=False),
+    typer.Option(
+        "--token",
+        help="API token (else env RKE2M_TOKEN, the config file); a flag is visible to other local "
+        "users in ps: prefer the environment or the config file",
+        show_default=False,
+    ),
 ]
 OutputOpt = Annotated[Output, typer.Option("--output", "-o", help="table or json")]
 ClusterArg = Annotated[str, typer.Argument(help="cluster name or id", show_default=False)]
