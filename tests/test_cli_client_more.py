@@ -24,7 +24,7 @@ from rke2_manager.client.events import Event, follow, parse
 from rke2_manager.client.progress import watch
 from rke2_manager.config import Settings
 from rke2_manager.db import Database
-from rke2_manager.models import Cluster, Job, Node
+from rke2_manager.models import Cluster, Job, Node, Snapshot, SnapshotList
 from tests.factories import PLAY_HEADER, FakeProber, write_playbooks
 from tests.live import live_server
 from tests.test_cli_client import CLUSTER
@@ -249,3 +249,31 @@ def test_node_edit_and_forget_of_pending_nodes(
         5,
         "rke2-manager: Node 'w1' not found in cluster 'demo'\n",
     )
+
+
+def test_snapshot_list_shows_each_servers_snapshots_and_when_they_were_listed(
+    url: str, db: Database, tmp_path: Path
+) -> None:
+    file = tmp_path / "cluster.yaml"
+    file.write_text(CLUSTER)
+    assert run("cluster", "create", "-f", str(file), "--url", url).exit_code == 0
+    with db.transaction() as s:
+        m1 = s.scalars(select(Node).where(Node.hostname == "m1")).one()
+        m1.status = "ACTIVE"
+        s.add(SnapshotList(cluster_id=m1.cluster_id, node_id=m1.id, job_id=None))
+        s.add(
+            Snapshot(
+                cluster_id=m1.cluster_id,
+                node_id=m1.id,
+                name="before-m1-1764680000",
+                location="file:///var/lib/rancher/rke2/server/db/snapshots/before-m1-1764680000",
+                size=5238816,
+            )
+        )
+    listed = run("snapshot", "list", "demo", "--url", url)
+    assert listed.exit_code == 0, listed.output
+    assert "before-m1-1764680000" in listed.output and "5238816" in listed.output
+    assert listed.output.splitlines()[-1].startswith("m1: listed 20")
+    as_json = run("snapshot", "list", "demo", "-o", "json", "--url", url)
+    assert as_json.exit_code == 0
+    assert '"before-m1-1764680000"' in as_json.output

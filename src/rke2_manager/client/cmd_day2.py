@@ -71,8 +71,9 @@ def snapshot_list(
         found = api.get(f"/api/clusters/{api.cluster_id(cluster)}/snapshots")
     if output == Output.JSON:
         return emit_json(found)
+    # the API answers {"snapshots": [...], "servers": [{"node", "listed_at", "job_id"}]}
     table = Table("name", "node", "size", "taken at", "location")
-    for s in found:
+    for s in found["snapshots"]:
         table.add_row(
             s["name"],
             s["node"],
@@ -81,6 +82,10 @@ def snapshot_list(
             s["location"],
         )
     out.print(table)
+    for server in found["servers"]:
+        listed = server.get("listed_at")
+        when = f"listed {listed} (job {server.get('job_id')})" if listed else "never listed"
+        out.print(f"{server['node']}: {when}")
 
 
 @snapshot_app.command("save")
