@@ -14,14 +14,14 @@ from rke2_manager.api.auth import VIEWER, OperatorActor
 from rke2_manager.api.deps import ClusterId, CtxDep, JobId, ReadSessionDep
 from rke2_manager.errors import NotFound
 from rke2_manager.jobs import preflight as service
-from rke2_manager.jobs.schemas import OperationAccepted, accepted_out
+from rke2_manager.jobs.schemas import OperationAccepted
 from rke2_manager.models import Job
 from rke2_manager.operations import plan
 from rke2_manager.operations.router import (
     ACCEPTED,
     OnBusyQuery,
     SkipPreflightQuery,
-    _fail_fast_if_busy,
+    start_job,
 )
 
 router = APIRouter(tags=["preflight"])
@@ -91,23 +91,17 @@ def preflight(
     ports, reachability of the servers, swap, clock, NetworkManager and firewalld, free disk)
     without changing anything: a job under the cluster's lock, whose results are at
     ``GET /api/jobs/{id}/preflight``. It fails when a check not named in skip_preflight fails."""
-    if dry_run:
-        return plan.answer_plan(
-            ctx,
-            cluster_id,
-            lambda s: service.start_preflight(
-                s, ctx.settings, cluster_id, skip_preflight, actor, on_busy
-            ),
-        )
-    _fail_fast_if_busy(read, cluster_id, on_busy)
-    with ctx.db.transaction() as session:
-        accepted = accepted_out(
-            service.start_preflight(
-                session, ctx.settings, cluster_id, skip_preflight, actor, on_busy
-            )
-        )
-    tasks.add_task(ctx.wake_workers)
-    return accepted
+    return start_job(
+        ctx,
+        read,
+        tasks,
+        cluster_id,
+        on_busy,
+        dry_run,
+        lambda s: service.start_preflight(
+            s, ctx.settings, cluster_id, skip_preflight, actor, on_busy
+        ),
+    )
 
 
 @router.get(

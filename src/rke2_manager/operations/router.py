@@ -7,6 +7,7 @@ answers 200 with the plan instead and changes nothing (:mod:`rke2_manager.operat
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, BackgroundTasks, Query
@@ -17,9 +18,11 @@ from rke2_manager.api.auth import OperatorActor
 from rke2_manager.api.deps import ClusterId, CtxDep, ReadSessionDep
 from rke2_manager.cluster_lock import ensure_idle
 from rke2_manager.clusters.service import get_cluster
+from rke2_manager.context import AppContext
+from rke2_manager.db import ReadSession, WriteSession
 from rke2_manager.guardrails import NewNode, ProbeResult
 from rke2_manager.jobs import create as service
-from rke2_manager.jobs.create import OnBusy
+from rke2_manager.jobs.create import Accepted, OnBusy
 from rke2_manager.jobs.preflight import CHECKS, CheckName
 from rke2_manager.jobs.schemas import OperationAccepted, accepted_out
 from rke2_manager.operations import plan
@@ -73,6 +76,28 @@ def _fail_fast_if_busy(read: ReadSessionDep, cluster_id: int, on_busy: OnBusy) -
     read.rollback()
 
 
+def start_job(
+    ctx: AppContext,
+    read: ReadSession,
+    tasks: BackgroundTasks,
+    cluster_id: int,
+    on_busy: OnBusy,
+    dry_run: bool,
+    start: Callable[[WriteSession], Accepted],
+    verdicts: plan.Verdicts | None = None,
+) -> OperationAccepted | JSONResponse:
+    """How every job-starting route answers: a dry run's plan (200); else the busy shortcut
+    (409), then ``start`` — the operation's service call, which checks everything again under
+    the row lock — in one transaction (202), and the workers woken."""
+    if dry_run:
+        return plan.answer_plan(ctx, cluster_id, start, verdicts)
+    _fail_fast_if_busy(read, cluster_id, on_busy)
+    with ctx.db.transaction() as session:
+        accepted = accepted_out(start(session))
+    tasks.add_task(ctx.wake_workers)
+    return accepted
+
+
 @router.post(
     "/api/jobs/install/{cluster_id}",
     status_code=202,
@@ -92,22 +117,18 @@ def install(
     """Start the install job for a cluster (409 if another operation holds its lock). Its
     preflight checks run first: a failed one (not in skip_preflight) stops it before any
     node is touched."""
-    if dry_run:
-        return plan.answer_plan(
-            ctx,
-            cluster_id,
-            lambda s: service.start_install(
-                s, ctx.settings, cluster_id, actor, on_busy, skip_preflight
-            ),
-            plan.install_verdicts,
-        )
-    _fail_fast_if_busy(read, cluster_id, on_busy)
-    with ctx.db.transaction() as session:
-        accepted = accepted_out(
-            service.start_install(session, ctx.settings, cluster_id, actor, on_busy, skip_preflight)
-        )
-    tasks.add_task(ctx.wake_workers)
-    return accepted
+    return start_job(
+        ctx,
+        read,
+        tasks,
+        cluster_id,
+        on_busy,
+        dry_run,
+        lambda s: service.start_install(
+            s, ctx.settings, cluster_id, actor, on_busy, skip_preflight
+        ),
+        plan.install_verdicts,
+    )
 
 
 @router.post(
@@ -192,27 +213,15 @@ def scale_remove(
     dry_run: DryRunQuery = False,
 ) -> OperationAccepted | JSONResponse:
     """Remove nodes; removing servers needs ``confirm_master_removal=true`` and keeps quorum."""
-    if dry_run:
-        return plan.answer_plan(
-            ctx,
-            cluster_id,
-            lambda s: service.start_scale_remove(
-                s, ctx.settings, cluster_id, body.nodes, confirm_master_removal, actor, on_busy
-            ),
-            plan.remove_verdicts([n.hostname for n in body.nodes], confirm_master_removal),
-        )
-    _fail_fast_if_busy(read, cluster_id, on_busy)
-    with ctx.db.transaction() as session:
-        accepted = accepted_out(
-            service.start_scale_remove(
-                session,
-                ctx.settings,
-                cluster_id,
-                body.nodes,
-                confirm_master_removal,
-                actor,
-                on_busy,
-            )
-        )
-    tasks.add_task(ctx.wake_workers)
-    return accepted
+    return start_job(
+        ctx,
+        read,
+        tasks,
+        cluster_id,
+        on_busy,
+        dry_run,
+        lambda s: service.start_scale_remove(
+            s, ctx.settings, cluster_id, body.nodes, confirm_master_removal, actor, on_busy
+        ),
+        plan.remove_verdicts([n.hostname for n in body.nodes], confirm_master_removal),
+    )

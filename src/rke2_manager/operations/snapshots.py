@@ -7,7 +7,6 @@ Every change is a job under the cluster's lock (202 with the job; 409 while busy
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Path, Query
@@ -18,17 +17,14 @@ from rke2_manager.api.auth import VIEWER, OperatorActor
 from rke2_manager.api.deps import ClusterId, CtxDep, ReadSessionDep
 from rke2_manager.clusters.router import HostnamePath
 from rke2_manager.clusters.service import get_cluster
-from rke2_manager.db import WriteSession
-from rke2_manager.jobs.create import Accepted, OnBusy
 from rke2_manager.jobs.forget import start_forget
 from rke2_manager.jobs.restore import start_restore
-from rke2_manager.jobs.schemas import OperationAccepted, accepted_out
+from rke2_manager.jobs.schemas import OperationAccepted
 from rke2_manager.jobs.snapshot_records import listing
 from rke2_manager.jobs.snapshots import start_snapshot_delete, start_snapshot_save
 from rke2_manager.models import NodeRole, NodeStatus
-from rke2_manager.operations import plan
 from rke2_manager.operations.plan import DryRunQuery
-from rke2_manager.operations.router import ACCEPTED, OnBusyQuery, _fail_fast_if_busy
+from rke2_manager.operations.router import ACCEPTED, OnBusyQuery, start_job
 from rke2_manager.operations.snapshot_schemas import (
     FULL_NAME_PATTERN,
     RestoreIn,
@@ -38,26 +34,6 @@ from rke2_manager.operations.snapshot_schemas import (
 )
 
 router = APIRouter(tags=["snapshots"])
-
-
-def _start_job(
-    ctx: CtxDep,
-    read: ReadSessionDep,
-    tasks: BackgroundTasks,
-    cluster_id: int,
-    on_busy: OnBusy,
-    dry_run: bool,
-    start: Callable[[WriteSession], Accepted],
-) -> OperationAccepted | JSONResponse:
-    """A dry run's plan; else the busy shortcut (409), then ``start`` in one transaction
-    (which checks everything again under the row lock) and the workers woken."""
-    if dry_run:
-        return plan.answer_plan(ctx, cluster_id, start)
-    _fail_fast_if_busy(read, cluster_id, on_busy)
-    with ctx.db.transaction() as session:
-        out = accepted_out(start(session))
-    tasks.add_task(ctx.wake_workers)
-    return out
 
 
 @router.post(
@@ -78,7 +54,7 @@ def save_snapshot(
 ) -> OperationAccepted | JSONResponse:
     """Save an etcd snapshot on one server (the initial master when ACTIVE); the job records
     its full name (``snapshot``) and every server's list."""
-    return _start_job(
+    return start_job(
         ctx,
         read,
         tasks,
@@ -130,7 +106,7 @@ def delete_snapshot(
     dry_run: DryRunQuery = False,
 ) -> OperationAccepted | JSONResponse:
     """Delete a snapshot (full name, as listed) from every server whose list holds it."""
-    return _start_job(
+    return start_job(
         ctx,
         read,
         tasks,
@@ -166,7 +142,7 @@ def restore(
 ) -> OperationAccepted | JSONResponse:
     """Restore an etcd snapshot onto the cluster's servers (RKE2's cluster reset); every
     installed node restarts; a new kubeconfig is fetched."""
-    return _start_job(
+    return start_job(
         ctx,
         read,
         tasks,
@@ -201,7 +177,7 @@ def forget_node(
 ) -> OperationAccepted | JSONResponse:
     """Forget a node without contacting it: a PENDING node just goes; an installed one is
     removed from Kubernetes (and, a server, from etcd) through a live server. G2 for servers."""
-    return _start_job(
+    return start_job(
         ctx,
         read,
         tasks,

@@ -11,11 +11,10 @@ from pydantic import Field
 from rke2_manager.api.auth import OperatorActor
 from rke2_manager.api.deps import ClusterId, CtxDep, ReadSessionDep
 from rke2_manager.jobs import create as service
-from rke2_manager.jobs.schemas import OperationAccepted, accepted_out
+from rke2_manager.jobs.schemas import OperationAccepted
 from rke2_manager.jobs.upgrade import UpgradeRequest
-from rke2_manager.operations import plan
 from rke2_manager.operations.plan import DryRunQuery
-from rke2_manager.operations.router import ACCEPTED, OnBusyQuery, _fail_fast_if_busy
+from rke2_manager.operations.router import ACCEPTED, OnBusyQuery, start_job
 from rke2_manager.paths import MAX_PATH
 from rke2_manager.validation import MAX_NODES_PER_REQUEST, Hostname, StrictModel
 from rke2_manager.versions import VERSION_PATTERN
@@ -84,16 +83,12 @@ def upgrade(
         body.agent_concurrency,
         tuple(dict.fromkeys(body.skip)),
     )
-    if dry_run:
-        return plan.answer_plan(
-            ctx,
-            cluster_id,
-            lambda s: service.start_upgrade(s, ctx.settings, cluster_id, request, actor, on_busy),
-        )
-    _fail_fast_if_busy(read, cluster_id, on_busy)
-    with ctx.db.transaction() as session:
-        accepted = accepted_out(
-            service.start_upgrade(session, ctx.settings, cluster_id, request, actor, on_busy)
-        )
-    tasks.add_task(ctx.wake_workers)
-    return accepted
+    return start_job(
+        ctx,
+        read,
+        tasks,
+        cluster_id,
+        on_busy,
+        dry_run,
+        lambda s: service.start_upgrade(s, ctx.settings, cluster_id, request, actor, on_busy),
+    )
