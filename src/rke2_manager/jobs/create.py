@@ -165,6 +165,16 @@ def _planned(
     return Accepted(job=jobs[0], waiting=jobs[1:], warnings=warnings, position=position)
 
 
+def locked_cluster(session: WriteSession, cluster_id: int, on_busy: OnBusy) -> Cluster:
+    """The cluster's row, locked for this transaction (with its nodes); NotFound, or
+    ClusterBusy (409) when another job holds its lock and the caller would not queue — before
+    any other check, so a busy cluster answers 409 whatever else is wrong."""
+    cluster = lock_cluster_row(session, cluster_id)
+    if cluster.operation_status != LockStatus.IDLE and on_busy == "reject":
+        ensure_idle(cluster)
+    return cluster
+
+
 def start_install(
     session: WriteSession,
     settings: Settings,
@@ -201,9 +211,7 @@ def start_scale_add(
     while the row is locked); it is redone with ``prober`` only if the target changed meanwhile.
     Raises NotFound, ClusterBusy (409), GuardrailViolation (400).
     """
-    cluster = lock_cluster_row(session, cluster_id)
-    if cluster.operation_status != LockStatus.IDLE and on_busy == "reject":
-        ensure_idle(cluster)
+    cluster = locked_cluster(session, cluster_id, on_busy)
     target = probe_target(cluster, settings)
     if target is not None and (probe is None or probe.address != target):
         probe = prober(target)
@@ -235,9 +243,7 @@ def start_scale_remove(
     Raises NotFound, ClusterBusy (409), GuardrailViolation (400), DomainError (400) when the
     request mixes servers and agents or names a node with the wrong IP or role.
     """
-    cluster = lock_cluster_row(session, cluster_id)
-    if cluster.operation_status != LockStatus.IDLE and on_busy == "reject":
-        ensure_idle(cluster)
+    cluster = locked_cluster(session, cluster_id, on_busy)
     specs = tuple(NodeRefSpec(r.hostname, r.ip, r.role) for r in refs)
     request = RemoveRequest.for_cluster(cluster, specs, confirm_master_removal)
     return start_jobs(session, settings, cluster, [request], actor, on_busy, None)
@@ -259,7 +265,5 @@ def start_upgrade(
     request = replace(
         request, artifact_dir=checked_artifact_dir(request.artifact_dir, settings.artifact_root_dir)
     )
-    cluster = lock_cluster_row(session, cluster_id)
-    if cluster.operation_status != LockStatus.IDLE and on_busy == "reject":
-        ensure_idle(cluster)
+    cluster = locked_cluster(session, cluster_id, on_busy)
     return start_jobs(session, settings, cluster, [request], actor, on_busy, None)

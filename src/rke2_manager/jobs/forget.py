@@ -21,9 +21,8 @@ from typing import Any
 from rke2_manager.config import Settings
 from rke2_manager.db import WriteSession
 from rke2_manager.errors import Conflict
-from rke2_manager.jobs.create import Accepted, OnBusy, start_jobs
+from rke2_manager.jobs.create import Accepted, OnBusy, locked_cluster, start_jobs
 from rke2_manager.jobs.plans import NodeRefSpec, RemoveRequest, targets_of
-from rke2_manager.jobs.snapshots import locked_cluster
 from rke2_manager.models import Cluster, Job, Node, NodeRole, NodeStatus, Operation
 
 #: What may be forgotten: a node never installed, or one a job found failed (e.g. unreachable).

@@ -16,15 +16,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
-from rke2_manager.cluster_lock import ensure_idle, lock_cluster_row
 from rke2_manager.clusters.views import snapshot
 from rke2_manager.config import Settings
 from rke2_manager.db import WriteSession
 from rke2_manager.errors import DomainError
 from rke2_manager.execution.events import HostEvent
 from rke2_manager.guardrails import ClusterView, ProbePolicy, ProbeResult
-from rke2_manager.jobs.create import Accepted, OnBusy, start_jobs
-from rke2_manager.models import Cluster, Job, JobStatus, LockStatus, NodeStatus, Operation
+from rke2_manager.jobs.create import Accepted, OnBusy, locked_cluster, start_jobs
+from rke2_manager.models import Cluster, Job, JobStatus, NodeStatus, Operation
 
 #: Every check, in the order a host reports them; ``skip_preflight`` takes these names.
 CheckName = Literal[
@@ -212,8 +211,6 @@ def start_preflight(
 
     Raises NotFound, ClusterBusy (409, unless queued), DomainError (400: no nodes).
     """
-    cluster = lock_cluster_row(session, cluster_id)
-    if cluster.operation_status != LockStatus.IDLE and on_busy == "reject":
-        ensure_idle(cluster)
+    cluster = locked_cluster(session, cluster_id, on_busy)
     request = PreflightRequest(tuple(dict.fromkeys(skip)))
     return start_jobs(session, settings, cluster, [request], actor, on_busy, None)

@@ -19,10 +19,10 @@ from rke2_manager.config import Settings
 from rke2_manager.db import WriteSession
 from rke2_manager.errors import DomainError, GuardrailViolation
 from rke2_manager.guardrails import ClusterView, ProbePolicy, ProbeResult
-from rke2_manager.jobs.create import Accepted, OnBusy, start_jobs
+from rke2_manager.jobs.create import Accepted, OnBusy, locked_cluster, start_jobs
 from rke2_manager.jobs.plans import targets_of
 from rke2_manager.jobs.snapshot_records import holders
-from rke2_manager.jobs.snapshots import installed_servers, locked_cluster, not_found
+from rke2_manager.jobs.snapshots import installed_servers, not_found
 from rke2_manager.models import Cluster, Job, Node, NodeStatus, Operation, Snapshot
 
 CONFIRM_RESTORE = "Restoring a snapshot requires explicit confirmation."

@@ -12,15 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from rke2_manager.cluster_lock import ensure_idle, lock_cluster_row
 from rke2_manager.clusters.views import snapshot
 from rke2_manager.config import Settings
 from rke2_manager.db import WriteSession
 from rke2_manager.errors import DomainError, NotFound
 from rke2_manager.guardrails import ClusterView, NodeView, ProbePolicy, ProbeResult
-from rke2_manager.jobs.create import Accepted, OnBusy, start_jobs
+from rke2_manager.jobs.create import Accepted, OnBusy, locked_cluster, start_jobs
 from rke2_manager.jobs.snapshot_records import holders
-from rke2_manager.models import Cluster, Job, LockStatus, NodeStatus, Operation
+from rke2_manager.models import Cluster, Job, NodeStatus, Operation
 
 NO_ACTIVE_SERVER = "No ACTIVE server to save the snapshot on."
 
@@ -95,15 +94,6 @@ class SnapshotDeleteRequest(_NamedSnapshot):
             raise not_found(cluster, self.name)
         job.targets = []
         job.params = {**self.params(), "on": [node.hostname for node, _ in held]}
-
-
-def locked_cluster(session: WriteSession, cluster_id: int, on_busy: OnBusy) -> Cluster:
-    """The cluster's row, locked for this transaction (with its nodes); NotFound, or
-    ClusterBusy (409) when another job holds its lock and the caller would not queue."""
-    cluster = lock_cluster_row(session, cluster_id)
-    if cluster.operation_status != LockStatus.IDLE and on_busy == "reject":
-        ensure_idle(cluster)
-    return cluster
 
 
 def start_snapshot_save(
